@@ -1,0 +1,148 @@
+"""The change-log contract shared by the SQLite and Kafka backends.
+
+One writer (the capture daemon, under ``lock()``) appends transactions as they stream in and calls
+``sync()`` to make them durable; readers see only complete transactions, once each, in commit order.
+A transaction is identified by its commit LSN (wal2json's begin message already names it), a change
+by (commit LSN, sequence): a re-received transaction is stored once, and one whose commit never
+arrived is never read.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgcarry.errors import LogError
+from pgcarry.schemas.change import Change, Transaction
+from pgcarry.schemas.lsn import Lsn
+from pgcarry.schemas.manifest import Manifest
+
+Counts = dict[str, dict[str, int]]  # "schema.table" -> {"insert": n, "update": n, ...}
+
+
+@dataclass
+class LogSummary:
+    transactions: int = 0
+    first_commit_time: str | None = None
+    last_commit_time: str | None = None
+    last_commit_lsn: Lsn | None = None
+    tables: Counts = field(default_factory=dict)
+
+
+class ChangeLog(ABC):
+    """A durable, de-duplicating log of committed source transactions."""
+
+    # -- writing (capture daemon) --------------------------------------------------------------
+    @abstractmethod
+    def begin(self, xid: int, commit_lsn: Lsn) -> bool:
+        """Open a transaction. False when the log already holds it complete: skip its changes."""
+
+    @abstractmethod
+    def append(self, change: Change) -> None:
+        """Add a change of the open transaction (written out as it arrives, not held in memory)."""
+
+    @abstractmethod
+    def commit(self, commit_time: str | None) -> None:
+        """Close the open transaction; it counts as complete once ``sync()`` returned."""
+
+    @abstractmethod
+    def sync(self) -> Lsn | None:
+        """Make everything written durable; return the highest durable commit LSN (empty
+        transactions included: they move the position the slot may be confirmed to)."""
+
+    # -- reading --------------------------------------------------------------------------------
+    @abstractmethod
+    def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
+        """Complete transactions with commit LSN > `after`, in commit order, changes in sequence."""
+
+    @abstractmethod
+    def summary(self) -> LogSummary:
+        """Counts per relation and action over the complete transactions."""
+
+    @abstractmethod
+    def size_bytes(self) -> int: ...
+
+    # -- manifest and state ---------------------------------------------------------------------
+    @abstractmethod
+    def read_manifest(self) -> Manifest | None: ...
+
+    @abstractmethod
+    def write_manifest(self, manifest: Manifest) -> None: ...
+
+    @abstractmethod
+    def get_state(self, key: str) -> Any: ...
+
+    @abstractmethod
+    def set_state(self, key: str, value: Any) -> None:
+        """Store a JSON value durably (cutover phases, confirmed positions)."""
+
+    @property
+    @abstractmethod
+    def lock_path(self) -> Path: ...
+
+    def lock(self) -> DaemonLock:
+        return DaemonLock(self.lock_path)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> ChangeLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DaemonLock:
+    """An exclusive advisory lock: one capture daemon per log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> DaemonLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LogError(
+                f"another capture daemon holds the log (pid {holder})",
+                hint="stop it first, or use `pgcarry status` to watch it",
+                lock=str(self.path),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def held_by_other(self) -> int | None:
+        """The pid of a running daemon holding the lock, or None."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        finally:
+            os.close(fd)
+        return None
+
+    def __enter__(self) -> DaemonLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

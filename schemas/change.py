@@ -1,0 +1,79 @@
+"""Change events: one captured row change and the transaction that commits it.
+
+A change keeps wal2json's JSON (format-version 2) exactly as received in ``raw``; the images are
+parsed from it on demand with numbers as ``int``/``Decimal``, never ``float``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from pgcarry.schemas.lsn import Lsn
+
+INSERT, UPDATE, DELETE, TRUNCATE = "I", "U", "D", "T"
+ACTION_NAMES = {INSERT: "insert", UPDATE: "update", DELETE: "delete", TRUNCATE: "truncate"}
+
+
+def loads(text: str) -> Any:
+    """Parse wal2json output losslessly: integers stay int, other numbers become Decimal."""
+    return json.loads(text, parse_float=Decimal)
+
+
+def _image(items: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return {c["name"]: c.get("value") for c in items or ()}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One INSERT/UPDATE/DELETE/TRUNCATE of one relation, in its transaction's order."""
+
+    seq: int
+    lsn: Lsn
+    action: str
+    schema: str
+    table: str
+    raw: str
+
+    @cached_property
+    def _doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = loads(self.raw)
+        return doc
+
+    @property
+    def relation(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def new(self) -> dict[str, Any]:
+        """The new image (INSERT/UPDATE): only the columns wal2json sent (unchanged TOAST is absent)."""
+        return _image(self._doc.get("columns"))
+
+    @property
+    def old(self) -> dict[str, Any]:
+        """The old image (UPDATE/DELETE): every column under REPLICA IDENTITY FULL, else the key."""
+        return _image(self._doc.get("identity"))
+
+    @property
+    def types(self) -> dict[str, str]:
+        cols = list(self._doc.get("columns") or ()) + list(self._doc.get("identity") or ())
+        return {c["name"]: c["type"] for c in cols if "type" in c}
+
+    @property
+    def pk(self) -> list[str]:
+        return [c["name"] for c in self._doc.get("pk") or ()]
+
+
+@dataclass
+class Transaction:
+    """A committed source transaction. ``changes`` may be a lazy iterator for large transactions."""
+
+    xid: int
+    commit_lsn: Lsn  # end of the commit record: what the slot is confirmed to
+    commit_time: str | None
+    n_changes: int
+    changes: Iterator[Change] | list[Change] = field(default_factory=list)

@@ -1,0 +1,221 @@
+"""pgcarry.toml: the typed configuration every verb reads (flags override, DSNs may use ${ENV}).
+
+Keys are kebab-case in TOML (``insert-exists``); loading never reads anything but the given file
+and the environment variables a DSN names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pgcarry.errors import ConfigError
+from pgcarry.schemas.dsn import expand_env
+
+DEFAULT_CONFIG = "pgcarry.toml"
+DEFAULT_SLOT = "pgcarry"
+DEFAULT_LOG_PATH = "pgcarry-log.db"
+DEFAULT_MASK_VALUE = "MASKED"
+
+ColumnPolicy = Literal["source-wins", "target-wins", "delta"]
+InsertExists = Literal["fail", "source-wins", "target-wins"]
+UpdateMissing = Literal["fail", "skip", "reinsert"]
+DeleteMissing = Literal["skip", "fail"]
+TruncatePolicy = Literal["fail", "apply"]
+
+_SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True)
+
+
+def _dsn(value: str) -> str:
+    try:
+        return expand_env(value)
+    except KeyError as e:
+        raise ValueError(f"environment variable {e.args[0]} is not set") from None
+
+
+class SourceConfig(_Model):
+    dsn: str
+    slot: str = DEFAULT_SLOT
+
+    _expand = field_validator("dsn")(classmethod(lambda cls, v: _dsn(v)))
+
+    @field_validator("slot")
+    @classmethod
+    def _slot_name(cls, v: str) -> str:
+        if not _SLOT_RE.match(v):
+            raise ValueError("slot names use lower-case letters, digits and _ (at most 63)")
+        return v
+
+
+class CaptureConfig(_Model):
+    tables: list[str] = Field(default_factory=lambda: ["public.*"])
+    exclude: list[str] = Field(default_factory=list)
+    # per relation: "default" opts out of REPLICA IDENTITY FULL (every column counts as changed)
+    identity: dict[str, Literal["full", "default"]] = Field(default_factory=dict)
+    metrics_port: int | None = None
+
+    def wants(self, relation: str) -> bool:
+        """True when "schema.table" matches a `tables` pattern and no `exclude` pattern."""
+        return any(fnmatch.fnmatchcase(relation, p) for p in self.tables) and not any(
+            fnmatch.fnmatchcase(relation, p) for p in self.exclude
+        )
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: str
+    topic: str | None = None
+    create_topic: bool = True
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    security: dict[str, Any] = Field(default_factory=dict)
+
+
+class LogConfig(_Model):
+    backend: Literal["sqlite", "kafka"] = "sqlite"
+    path: Path = Path(DEFAULT_LOG_PATH)
+    kafka: KafkaConfig | None = None
+
+    @model_validator(mode="after")
+    def _kafka_needs_settings(self) -> LogConfig:
+        if self.backend == "kafka" and self.kafka is None:
+            raise ValueError("backend = \"kafka\" needs a [log.kafka] section with bootstrap-servers")
+        return self
+
+
+class CopyConfig(_Model):
+    to: str | None = None
+    jobs: int = Field(default=2, ge=1, le=64)
+
+    _expand = field_validator("to")(classmethod(lambda cls, v: None if v is None else _dsn(v)))
+
+
+class MaskRule(_Model):
+    """Mask one column of the test copy: a constant `value`, or regexp_replace(col, regex, replace)."""
+
+    table: str
+    column: str
+    value: str | None = None
+    regex: str | None = None
+    replace: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MaskRule:
+        if self.regex is None and self.replace is not None:
+            raise ValueError("`replace` needs `regex`")
+        if self.regex is not None and self.value is not None:
+            raise ValueError("give either `value` or `regex` + `replace`, not both")
+        if self.regex is not None and self.replace is None:
+            raise ValueError("`regex` needs `replace`")
+        if self.regex is None and self.value is None:
+            self.value = DEFAULT_MASK_VALUE
+        return self
+
+
+class TablePolicy(_Model):
+    columns: dict[str, ColumnPolicy] = Field(default_factory=dict)
+    insert_exists: InsertExists | None = None
+    update_missing: UpdateMissing | None = None
+    delete_missing: DeleteMissing | None = None
+    truncate: TruncatePolicy | None = None
+    rename_columns: dict[str, str] = Field(default_factory=dict)  # captured name -> target name
+    ignore_columns: list[str] = Field(default_factory=list)
+    rename_to: str | None = None  # "schema.table" in the target
+    ignore: bool = False
+
+
+class ReplayConfig(_Model):
+    mode: Literal["net", "txn"] = "net"
+    column: ColumnPolicy = "source-wins"
+    insert_exists: InsertExists = "fail"
+    update_missing: UpdateMissing = "fail"
+    delete_missing: DeleteMissing = "skip"
+    truncate: TruncatePolicy = "fail"
+    tables: dict[str, TablePolicy] = Field(default_factory=dict)
+
+    def table(self, relation: str) -> TablePolicy:
+        return self.tables.get(relation) or TablePolicy()
+
+
+class Assertion(_Model):
+    name: str
+    sql: str
+
+
+class VerifyConfig(_Model):
+    assertions: list[Assertion] = Field(default_factory=list, alias="assert")
+
+
+class Config(_Model):
+    source: SourceConfig
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    copy_: CopyConfig = Field(default_factory=CopyConfig, alias="copy")
+    mask: list[MaskRule] = Field(default_factory=list)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+
+
+def _problems(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{key}: {msg}")
+    return lines
+
+
+def parse(data: dict[str, Any], *, origin: str = DEFAULT_CONFIG, base: Path | None = None) -> Config:
+    """Validate a config mapping; relative log paths are taken from `base` (the file's folder)."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        problems = _problems(e)
+        raise ConfigError(f"{origin}: " + f"\n{origin}: ".join(problems)) from None
+    if base is not None and not cfg.log.path.is_absolute():
+        cfg.log.path = base / cfg.log.path
+    return cfg
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The raw mapping of a TOML file, or a ConfigError that says what is wrong with it."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file", hint="run `pgcarry init --source DSN` or pass --config"
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge flag overrides (None means "not given") into the file's mapping."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = merge({}, value)
+        else:
+            out[key] = value
+    return out
