@@ -71,3 +71,7 @@ class VerifyError(PgcarryError):
     """Verification failed."""
 
     exit_code = 5
+
+
+class LogUnavailableError(LogError):
+    """The log cannot take writes right now (broker down, disk full); capture waits and retries."""

@@ -1,0 +1,117 @@
+"""The test copy: pg_dump with the slot's exported snapshot -> pg_restore into the target, then
+the masking rules on the target. Passwords reach pg_dump/pg_restore through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgcarry.errors import PgcarryError
+from pgcarry.pgtools import pg_tool
+from pgcarry.schemas.config import MaskRule
+from pgcarry.schemas.dsn import redact, safe_dsn
+
+
+def libpq_env(dsn: str) -> tuple[str, dict[str, str]]:
+    """A DSN without its password, and an environment that carries the password instead."""
+    params = conninfo_to_dict(dsn)
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo(**params), env
+
+
+def run_tool(name: str, args: list[str], dsn: str) -> None:
+    """Run a PostgreSQL program against `dsn`; a failure becomes one clear error without secrets."""
+    clean, env = libpq_env(dsn)
+    proc = subprocess.run(
+        [pg_tool(name), *args, "-d", clean], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        tail = redact(proc.stderr.strip()).splitlines()[-3:]
+        raise PgcarryError(
+            f"{name} failed (exit {proc.returncode}) on {safe_dsn(dsn)}: " + " | ".join(tail)
+        )
+
+
+def dump(source_dsn: str, snapshot: str | None, schemas: Iterable[str], out_dir: Path, jobs: int) -> None:
+    args = ["-Fd", "-j", str(jobs), "-f", str(out_dir), "--no-owner", "--no-privileges"]
+    if snapshot:
+        args.append(f"--snapshot={snapshot}")
+    for s in sorted(set(schemas)):
+        args += ["-n", s]
+    run_tool("pg_dump", args, source_dsn)
+
+
+def _existing_schemas(dsn: str) -> set[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+
+
+def restore(target_dsn: str, dump_dir: Path, jobs: int) -> None:
+    """pg_restore the dump, skipping CREATE SCHEMA for schemas the target already has (public)."""
+    listing = subprocess.run(
+        [pg_tool("pg_restore"), "-l", str(dump_dir)], capture_output=True, text=True, check=True
+    ).stdout
+    existing = _existing_schemas(target_dsn)
+    keep = [
+        line for line in listing.splitlines()
+        if not (" SCHEMA - " in line and line.split(" SCHEMA - ", 1)[1].split()[0] in existing)
+    ]
+    list_file = dump_dir.parent / "restore.list"
+    list_file.write_text("\n".join(keep) + "\n")
+    run_tool(
+        "pg_restore",
+        ["-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
+         "-L", str(list_file), str(dump_dir)],
+        target_dsn,
+    )
+
+
+def copy(source_dsn: str, target_dsn: str, snapshot: str | None, schemas: Iterable[str], jobs: int) -> None:
+    """Dump the captured schemas as of `snapshot` and restore them into the (empty) target."""
+    with tempfile.TemporaryDirectory(prefix="pgcarry-dump-") as tmp:
+        os.chmod(tmp, 0o700)
+        out = Path(tmp) / "dump"
+        dump(source_dsn, snapshot, schemas, out, jobs)
+        restore(target_dsn, out, jobs)
+
+
+def _split(relation: str) -> tuple[str, str]:
+    schema, _, table = relation.rpartition(".")
+    return (schema or "public"), table
+
+
+def mask(target_dsn: str, rules: list[MaskRule]) -> dict[str, list[str]]:
+    """Apply the masking rules to the copy; return the masked columns by "schema.table"."""
+    masked: dict[str, list[str]] = {}
+    with psycopg.connect(target_dsn) as conn:
+        for rule in rules:
+            schema, table = _split(rule.table)
+            col = sql.Identifier(rule.column)
+            if rule.regex is not None:
+                expr = sql.SQL("regexp_replace({}, %s, %s)").format(col)
+                params: tuple[str, ...] = (rule.regex, rule.replace or "")
+            else:
+                expr, params = sql.SQL("%s"), (rule.value or "",)
+            stmt = sql.SQL("UPDATE {}.{} SET {} = {} WHERE {} IS NOT NULL").format(
+                sql.Identifier(schema), sql.Identifier(table), col, expr, col
+            )
+            try:
+                conn.execute(stmt, params)
+            except psycopg.Error as e:
+                raise PgcarryError(
+                    f"masking {rule.table}.{rule.column} failed: {e.diag.message_primary or e}",
+                    hint="check the [[mask]] rule's table, column and pattern",
+                ) from None
+            masked.setdefault(f"{schema}.{table}", []).append(rule.column)
+    return masked

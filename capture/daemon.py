@@ -1,0 +1,242 @@
+"""The capture daemon: stream the slot into the change log, make it durable, then confirm.
+
+Order of durability: a change is written to the log as it arrives; a group of transactions is made
+durable by ``ChangeLog.sync()``; only then is the highest durable commit LSN confirmed to the slot.
+``step()`` is one public unit of work, so tests drive the loop without sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+import psycopg2
+import psycopg2.errors
+
+from pgcarry.capture import replication
+from pgcarry.capture.metrics import Metrics
+from pgcarry.changelog import ChangeLog
+from pgcarry.errors import LogUnavailableError, SlotError
+from pgcarry.schemas.change import Change
+from pgcarry.schemas.dsn import redact
+from pgcarry.schemas.lsn import Lsn
+
+log = logging.getLogger(__name__)
+
+SYNC_INTERVAL = 0.25  # seconds of streaming between group commits
+SYNC_CHANGES = 50_000  # ... or this many changes, whichever comes first
+IDLE_WAIT = 0.5  # seconds to wait for the server when nothing is pending
+FEEDBACK_INTERVAL = 1.0  # while waiting for --until, ask the server for its position this often
+BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+STATUS_INTERVAL = 10  # psycopg2 keepalive feedback, seconds
+
+
+def slot_position(dsn: str, slot: str) -> tuple[Lsn | None, Lsn]:
+    """(the slot's confirmed_flush_lsn or None when the slot is gone, pg_current_wal_lsn())."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s),"
+            "       pg_current_wal_lsn()::text",
+            (slot,),
+        ).fetchone()
+    assert row is not None
+    return (Lsn.parse(row[0]) if row[0] else None), Lsn.parse(row[1])
+
+
+@dataclass
+class Progress:
+    transactions: int = 0
+    changes: int = 0
+    position: Lsn | None = None  # the stream is complete in the log up to here
+    confirmed: Lsn | None = None  # what the slot was last told
+
+
+class Capture:
+    def __init__(
+        self, dsn: str, slot: str, changelog: ChangeLog, options: dict[str, str],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, options
+        self.metrics = metrics
+        self.progress = Progress()
+        self._conn: psycopg2.extensions.connection | None = None
+        self._cur: psycopg2.extras.ReplicationCursor | None = None
+        self._in_txn = False
+        self._seq = 0
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+        self._last_feedback = 0.0
+        self._durable: Lsn | None = None
+
+    # -- connection ------------------------------------------------------------------------
+    def connect(self) -> None:
+        self.close()
+        self._conn = replication.connect(self.dsn)
+        self._cur = self._conn.cursor()
+        try:
+            self._cur.start_replication(
+                slot_name=self.slot, decode=False, options=self.options,
+                status_interval=STATUS_INTERVAL,
+            )
+        except (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState) as e:
+            self.close()
+            raise SlotError(
+                f"replication slot {self.slot!r} cannot stream: {redact(str(e).strip())}",
+                hint="the log is complete only up to its last position; see `pgcarry status`",
+            ) from None
+        self._in_txn = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+        self._conn = self._cur = None
+
+    # -- one unit of work ------------------------------------------------------------------
+    def step(self, timeout: float = IDLE_WAIT) -> int:
+        """Read what the server has (up to one group commit), make it durable and confirm it;
+        wait up to `timeout` when nothing came. Returns the number of messages handled."""
+        assert self._cur is not None and self._conn is not None
+        handled = 0
+        while True:
+            msg = self._cur.read_message()
+            if msg is None:
+                break
+            self._handle(msg)
+            handled += 1
+            if self._unsynced >= SYNC_CHANGES or time.monotonic() - self._last_sync >= SYNC_INTERVAL:
+                break
+        if handled == 0:
+            self._idle_position()
+        self.sync()
+        if handled == 0:
+            select.select([self._conn], [], [], timeout)
+        return handled
+
+    def _handle(self, msg: psycopg2.extras.ReplicationMessage) -> None:
+        raw = msg.payload.decode("utf-8")
+        doc = json.loads(raw)
+        action = doc["action"]
+        if action == "B":
+            self._in_txn = True
+            self._seq = 0
+            self.log.begin(int(doc["xid"]), Lsn.parse(doc["nextlsn"]))
+        elif action == "C":
+            self.log.commit(doc.get("timestamp"))
+            self._in_txn = False
+            self.progress.transactions += 1
+            self._advance(Lsn(msg.data_start))
+            if self.metrics:
+                self.metrics.commit(doc.get("timestamp"))
+        elif action in ("I", "U", "D", "T"):
+            change = Change(self._seq, Lsn(msg.data_start), action, doc["schema"], doc["table"], raw)
+            self.log.append(change)
+            self._seq += 1
+            self._unsynced += 1
+            self.progress.changes += 1
+            if self.metrics:
+                self.metrics.change(change.relation, action)
+        # "M" (logical decoding messages) are not captured
+
+    def _advance(self, lsn: Lsn) -> None:
+        if self.progress.position is None or lsn > self.progress.position:
+            self.progress.position = lsn
+
+    def _idle_position(self) -> None:
+        """Between transactions, the server's wal_end is a position the stream is complete to."""
+        if not self._in_txn and self._cur is not None and self._cur.wal_end:
+            self._advance(Lsn(self._cur.wal_end))
+
+    def sync(self) -> None:
+        """Make the log durable, then confirm to the slot what is durable."""
+        durable = self.log.sync()
+        self._unsynced = 0
+        self._last_sync = time.monotonic()
+        target = durable
+        if not self._in_txn and self.progress.position is not None:
+            target = self.progress.position if durable is None else max(durable, self.progress.position)
+        if target is not None and (self.progress.confirmed is None or target > self.progress.confirmed):
+            assert self._cur is not None
+            self._cur.send_feedback(write_lsn=target.value, flush_lsn=target.value, force=True)
+            self.progress.confirmed = target
+            if self.metrics:
+                self.metrics.confirmed(target)
+
+    def request_position(self) -> None:
+        """Ask the server for a keepalive (its current wal_end), at most once per interval."""
+        now = time.monotonic()
+        if self._cur is not None and now - self._last_feedback >= FEEDBACK_INTERVAL:
+            self._cur.send_feedback(reply=True)
+            self._last_feedback = now
+
+    def _await_ack(self, timeout: float = 2.0) -> None:
+        """Ask for a keepalive and wait for it: the server has then read our last confirmation."""
+        assert self._cur is not None and self._conn is not None
+        before = self._cur.io_timestamp
+        self._cur.send_feedback(reply=True, force=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._cur.read_message() is None and self._cur.io_timestamp != before:
+                return
+            select.select([self._conn], [], [], 0.1)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, *, until: Lsn | None = None, stop: Callable[[], bool] = lambda: False) -> Progress:
+        """Stream until `stop()` is true or the log is complete up to `until`. Reconnects with
+        capped backoff when the source goes away; a lost slot is fatal (SlotError)."""
+        backoff = BACKOFF_START
+        if until is not None:
+            confirmed, _ = slot_position(self.dsn, self.slot)
+            if confirmed is not None:
+                self._advance(confirmed)
+                self.progress.confirmed = confirmed
+        while not stop():
+            try:
+                if self._conn is None:
+                    self.connect()
+                    backoff = BACKOFF_START
+                if until is not None and self._reached(until):
+                    break
+                if self.step() == 0 and until is not None:
+                    self.request_position()
+            except LogUnavailableError as e:
+                log.warning("change log unavailable, retrying in %.1fs: %s", backoff, e)
+                backoff = self._wait(backoff, stop)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as e:
+                if isinstance(e, (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState)):
+                    raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
+                log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
+                self.close()
+                backoff = self._wait(backoff, stop)
+        self._finish()
+        return self.progress
+
+    def _reached(self, until: Lsn) -> bool:
+        return not self._in_txn and self.progress.position is not None and self.progress.position >= until
+
+    @staticmethod
+    def _wait(backoff: float, stop: Callable[[], bool]) -> float:
+        deadline = time.monotonic() + backoff
+        while time.monotonic() < deadline and not stop():
+            time.sleep(0.1)
+        return min(backoff * 2, BACKOFF_MAX)
+
+    def _finish(self) -> None:
+        """Last batch: durable, confirmed, connection closed."""
+        try:
+            if self._conn is not None:
+                self.sync()
+                self._await_ack()
+            else:
+                self.log.sync()
+        except (psycopg2.Error, LogUnavailableError) as e:
+            log.warning("final sync incomplete: %s", redact(str(e)))
+        finally:
+            self.close()
