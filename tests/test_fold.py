@@ -1,0 +1,118 @@
+"""Net-effect folding of captured events, without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgcarry.errors import ReplayError
+from pgcarry.replay.fold import fold
+from tests.walgen import Wal
+
+T = "public.t"
+
+
+def _one(changes):
+    tables = fold(changes)
+    return tables[T]
+
+
+def test_insert_then_updates_is_one_insert_of_the_final_image():
+    w = Wal()
+    t = _one([
+        w.ins(T, id=1, a="x", n=5),
+        w.upd(T, {"id": 1, "a": "x", "n": 5}, {"id": 1, "a": "y", "n": 5}),
+        w.upd(T, {"id": 1, "a": "y", "n": 5}, {"id": 1, "a": "y", "n": 7}),
+    ])
+    (r,) = t.rows.values()
+    assert (r.op, r.new, r.events) == ("I", {"id": 1, "a": "y", "n": 7}, 3)
+    assert t.captured == {"I": 1, "U": 2}
+
+
+def test_insert_then_delete_vanishes():
+    w = Wal()
+    t = _one([w.ins(T, id=1, a="x"), w.dele(T, id=1, a="x")])
+    assert t.rows == {} and t.vanished == 1
+
+
+def test_updates_keep_base_and_only_net_changed_columns():
+    w = Wal()
+    t = _one([
+        w.upd(T, {"id": 1, "a": "x", "n": 5, "s": "p"}, {"id": 1, "a": "x", "n": 4, "s": "q"}),
+        w.upd(T, {"id": 1, "a": "x", "n": 4, "s": "q"}, {"id": 1, "a": "x", "n": 3, "s": "p"}),
+    ])
+    r = t.rows[(1,)]
+    assert r.op == "U"
+    assert r.base == {"id": 1, "a": "x", "n": 5, "s": "p"}
+    assert r.new == {"id": 1, "a": "x", "n": 3, "s": "p"}
+    assert r.changed == {"n"}  # s went p -> q -> p: no net change
+
+
+def test_update_that_omits_a_toast_column_does_not_change_it():
+    w = Wal()
+    t = _one([w.upd(T, {"id": 1, "big": "long text", "n": 5}, {"id": 1, "n": 4})])
+    r = t.rows[(1,)]
+    assert r.changed == {"n"}
+    assert r.new == {"id": 1, "big": "long text", "n": 4}
+
+
+def test_default_identity_counts_every_present_column_as_changed():
+    w = Wal()
+    t = _one([w.upd(T, {"id": 1}, {"id": 1, "a": "x", "n": 5})])
+    assert t.rows[(1,)].changed == {"a", "n"}
+    assert t.partial_old
+
+
+def test_update_then_delete_is_a_delete_with_the_original_base():
+    w = Wal()
+    t = _one([
+        w.upd(T, {"id": 1, "n": 5}, {"id": 1, "n": 4}),
+        w.dele(T, id=1, n=4),
+    ])
+    r = t.rows[(1,)]
+    assert (r.op, r.base, r.new) == ("D", {"id": 1, "n": 5}, {})
+
+
+def test_delete_then_insert_is_an_update_against_the_t0_row():
+    w = Wal()
+    t = _one([w.dele(T, id=1, n=5, a="x"), w.ins(T, id=1, n=9, a="x")])
+    r = t.rows[(1,)]
+    assert (r.op, r.base, r.new, r.changed) == ("U", {"id": 1, "n": 5, "a": "x"},
+                                                 {"id": 1, "n": 9, "a": "x"}, {"n"})
+
+
+def test_primary_key_change_is_delete_old_plus_insert_new():
+    w = Wal()
+    t = _one([w.upd(T, {"id": 1, "big": "b", "n": 5}, {"id": 2, "n": 5})])
+    assert t.rows[(1,)].op == "D"
+    ins = t.rows[(2,)]
+    assert (ins.op, ins.new) == ("I", {"id": 2, "big": "b", "n": 5})
+
+
+def test_primary_key_change_of_a_row_inserted_in_the_window():
+    w = Wal()
+    t = _one([w.ins(T, id=1, n=5), w.upd(T, {"id": 1, "n": 5}, {"id": 3, "n": 6})])
+    assert list(t.rows) == [(3,)]
+    assert t.rows[(3,)].op == "I" and t.rows[(3,)].new == {"id": 3, "n": 6}
+
+
+def test_truncate_discards_earlier_effects():
+    w = Wal()
+    t = _one([w.ins(T, id=1, n=1), w.upd(T, {"id": 7, "n": 1}, {"id": 7, "n": 2}),
+              w.trunc(T), w.ins(T, id=2, n=2)])
+    assert list(t.rows) == [(2,)] and t.truncated_at is not None
+    assert t.captured == {"I": 2, "U": 1, "T": 1}
+
+
+def test_composite_keys_and_counts():
+    w = Wal(pk={T: ["a", "b"]})
+    t = _one([w.ins(T, a=1, b="x", v=1), w.ins(T, a=1, b="y", v=1),
+              w.upd(T, {"a": 1, "b": "z", "v": 1}, {"a": 1, "b": "z", "v": 1})])
+    assert set(t.rows) == {(1, "x"), (1, "y"), (1, "z")}
+    assert (t.count("I"), t.count("U"), t.noop_updates) == (2, 0, 1)
+
+
+def test_inconsistent_streams_are_errors_with_context():
+    w = Wal()
+    with pytest.raises(ReplayError) as e:
+        fold([w.ins(T, id=1), w.ins(T, id=1)])
+    assert "table=public.t" in str(e.value) and "key=(1,)" in str(e.value)
