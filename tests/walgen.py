@@ -64,3 +64,17 @@ class Wal:
         self.xid += 1
         self.lsn += 0x100
         return Transaction(self.xid, Lsn(self.lsn), "2026-01-01 00:00:00+00", len(changes), list(changes))
+
+
+def write_log(path, txns: list[Transaction]):
+    """A real SQLite change log holding `txns` (as the capture daemon would write them)."""
+    from pgcarry.changelog.sqlite import SQLiteLog
+
+    log = SQLiteLog(path, create=True)
+    for t in txns:
+        log.begin(t.xid, t.commit_lsn)
+        for ch in t.changes:
+            log.append(ch)
+        log.commit(t.commit_time)
+    log.sync()
+    return log

@@ -1,0 +1,181 @@
+"""The replay plan: folded effects mapped onto the target schema, in foreign-key order, with every
+schema difference and (once the target was asked) every conflict and the decision its policy takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgcarry.errors import ReplayError
+from pgcarry.replay.catalog import ForeignKey, TargetTable
+from pgcarry.replay.fold import TableFold
+from pgcarry.replay.graph import Order, order_tables
+from pgcarry.replay.policy import DELTA, SOURCE_WINS, TARGET_WINS, Rules, rules_for
+from pgcarry.schemas.change import DELETE, INSERT, UPDATE
+from pgcarry.schemas.config import ReplayConfig
+from pgcarry.schemas.lsn import Lsn
+from pgcarry.schemas.manifest import Manifest
+
+
+@dataclass
+class Drift:
+    kind: str  # missing-table | missing-column | key-differs | type-change | new-column | generated
+    relation: str
+    column: str | None
+    detail: str
+    resolve: str | None = None  # the config line that settles it
+    blocking: bool = False
+
+
+@dataclass
+class Conflict:
+    table: str
+    key: Any
+    lsn: Lsn | None
+    kind: str  # insert-exists | update-missing | delete-missing | column | truncate
+    decision: str
+    column: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "key": list(self.key) if isinstance(self.key, tuple) else self.key,
+                "lsn": str(self.lsn) if self.lsn else None, "kind": self.kind,
+                "column": self.column, "decision": self.decision}
+
+
+@dataclass
+class TablePlan:
+    source: str
+    fold: TableFold
+    rules: Rules
+    target: TargetTable | None = None
+    colmap: dict[str, str] = field(default_factory=dict)  # captured column -> target column
+    full_identity: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def relation(self) -> str:
+        return self.target.relation if self.target else self.source
+
+    @property
+    def key(self) -> list[str]:
+        return [self.colmap.get(c, c) for c in self.fold.pk]
+
+    def policy(self, target_column: str) -> str:
+        src = next((s for s, t in self.colmap.items() if t == target_column), target_column)
+        p = self.rules.column(src)
+        return SOURCE_WINS if p == TARGET_WINS and not self.full_identity else p
+
+    def counts(self) -> dict[str, int]:
+        f = self.fold
+        return {"insert": f.count(INSERT), "update": f.count(UPDATE), "delete": f.count(DELETE),
+                "noop": f.noop_updates, "vanished": f.vanished}
+
+
+@dataclass
+class Plan:
+    tables: dict[str, TablePlan]  # keyed by target relation, in no particular order
+    order: Order
+    drift: list[Drift]
+    fkeys: list[ForeignKey]
+    conflicts: list[Conflict] = field(default_factory=list)
+    first_lsn: Lsn | None = None
+    last_lsn: Lsn | None = None
+    transactions: int = 0
+    changes: int = 0
+
+    def ordered(self) -> list[TablePlan]:
+        return [self.tables[r] for r in self.order.tables if r in self.tables]
+
+    @property
+    def blocking(self) -> list[Drift]:
+        return [d for d in self.drift if d.blocking]
+
+
+def _tcfg(rel: str) -> str:
+    return f'[replay.tables."{rel}"]'
+
+
+def _map_columns(tp: TablePlan, cfg: ReplayConfig, types: dict[str, str], drift: list[Drift]) -> None:
+    t = tp.target
+    assert t is not None
+    pol = cfg.table(tp.source)
+    for col, typ in types.items():
+        if col in pol.ignore_columns:
+            continue
+        name = pol.rename_columns.get(col, col)
+        tc = t.columns.get(name)
+        if tc is None:
+            drift.append(Drift("missing-column", tp.source, col, f"the target {t.relation} has no column {name}",
+                               f'{_tcfg(tp.source)} ignore-columns = ["{col}"]  # or rename-columns = {{ {col} = "..." }}',
+                               blocking=True))
+        elif tc.generated:
+            tp.notes.append(f"{name} is generated in the target: not replayed")
+        else:
+            tp.colmap[col] = name
+            if typ and tc.type != typ:
+                drift.append(Drift("type-change", tp.source, col, f"{typ} -> {tc.type} (cast through text)",
+                                   f'{_tcfg(tp.source)} ignore-columns = ["{col}"]'))
+    mapped = set(tp.colmap.values())
+    for name, tc in t.columns.items():
+        if name not in mapped and not tc.generated and types:
+            drift.append(Drift("new-column", tp.source, name, "not captured: inserts take its default"))
+
+
+def _check_key(tp: TablePlan, drift: list[Drift]) -> None:
+    assert tp.target is not None
+    if set(tp.key) != set(tp.target.primary_key):
+        drift.append(Drift("key-differs", tp.source, None,
+                           f"captured key ({', '.join(tp.key)}) is not the target's primary key "
+                           f"({', '.join(tp.target.primary_key) or 'none'})", blocking=True))
+
+
+def _identity(tp: TablePlan, manifest: Manifest | None, drift: list[Drift]) -> None:
+    info = manifest.tables.get(tp.source) if manifest else None
+    tp.full_identity = (info.replica_identity == "full") if info else not tp.fold.partial_old
+    if tp.full_identity:
+        return
+    tp.notes.append("REPLICA IDENTITY is not FULL: every column an update sent counts as changed")
+    for col, p in tp.rules.columns.items():
+        if p == DELTA:
+            drift.append(Drift("needs-full-identity", tp.source, col,
+                               "policy delta needs production's old values",
+                               f"ALTER TABLE {tp.source} REPLICA IDENTITY FULL (before start)", True))
+
+
+def _types(fold: TableFold, manifest: Manifest | None) -> dict[str, str]:
+    info = manifest.tables.get(fold.relation) if manifest else None
+    types = {c.name: c.type for c in info.columns if not c.generated} if info else {}
+    for name, typ in fold.columns.items():
+        types.setdefault(name, typ)
+    return types
+
+
+def build(folds: dict[str, TableFold], targets: dict[str, TargetTable], fkeys: list[ForeignKey],
+          cfg: ReplayConfig, manifest: Manifest | None = None) -> Plan:
+    """Map each folded relation onto its target table and order them by foreign keys."""
+    drift: list[Drift] = []
+    tables: dict[str, TablePlan] = {}
+    for rel, fold in sorted(folds.items()):
+        pol = cfg.table(rel)
+        if pol.ignore:
+            continue
+        tp = TablePlan(rel, fold, rules_for(cfg, rel), targets.get(pol.rename_to or rel))
+        if tp.target is None:
+            drift.append(Drift("missing-table", rel, None, f"no table {pol.rename_to or rel} in the target",
+                               f'{_tcfg(rel)} rename-to = "schema.table"  # or ignore = true', True))
+            continue
+        _map_columns(tp, cfg, _types(fold, manifest), drift)
+        _check_key(tp, drift)
+        _identity(tp, manifest, drift)
+        tables[tp.relation] = tp
+    order = order_tables(tables, [fk.edge() for fk in fkeys])
+    return Plan(tables, order, drift, fkeys)
+
+
+def raise_blocking(plan: Plan) -> None:
+    if plan.blocking:
+        d = plan.blocking[0]
+        more = f" (and {len(plan.blocking) - 1} more; see --dry-run)" if len(plan.blocking) > 1 else ""
+        raise ReplayError(f"schema drift: {d.detail}{more}", table=d.relation, column=d.column,
+                          hint=f"add to the config: {d.resolve}" if d.resolve else None)

@@ -1,0 +1,209 @@
+"""`replay`: read the log past the journal's position, plan, and apply in ONE target transaction.
+
+Steps: journal lock → fold → plan (map, order, drift) → stage (COPY) → detect conflicts → (dry run
+stops here) → pre-images → truncates, deletes children-first, updates and inserts parents-first
+(or statement by statement in mode `txn`) → foreign-key anti-joins → sequences → journal → commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgcarry.changelog.base import ChangeLog
+from pgcarry.errors import ConflictError, ReplayError
+from pgcarry.replay import apply, catalog, journal, stage, txn
+from pgcarry.replay import plan as plan_mod
+from pgcarry.replay.detect import detect
+from pgcarry.replay.fold import Folder
+from pgcarry.replay.plan import Plan
+from pgcarry.schemas.change import ACTION_NAMES, Transaction
+from pgcarry.schemas.config import Config
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Report:
+    status: str  # applied | nothing | dry-run
+    mode: str
+    slot: str
+    plan: Plan | None = None
+    applied: dict[str, dict[str, int]] = field(default_factory=dict)
+    sequences: list[tuple[str, int]] = field(default_factory=list)
+    fk_checked: int = 0
+    after: str | None = None
+    duration_ms: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        from pgcarry.replay.report import report_dict
+
+        return report_dict(self)
+
+
+def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any]
+               ) -> tuple[Folder, list[Transaction]]:
+    folder = Folder()
+    kept: list[Transaction] = []
+    for t in log.transactions(after):
+        changes = list(t.changes)
+        for ch in changes:
+            folder.add(ch)
+        plan_stats["first"] = plan_stats.get("first") or t.commit_lsn
+        plan_stats["last"] = t.commit_lsn
+        plan_stats["transactions"] = plan_stats.get("transactions", 0) + 1
+        plan_stats["changes"] = plan_stats.get("changes", 0) + len(changes)
+        if keep:
+            t.changes = changes
+            kept.append(t)
+    return folder, kept
+
+
+def _replica_role(conn: psycopg.Connection) -> None:
+    try:
+        conn.execute("SET LOCAL session_replication_role = replica")
+    except psycopg.errors.InsufficientPrivilege:
+        raise ReplayError(
+            "the target role may not set session_replication_role",
+            hint="replay as a superuser, or (PostgreSQL 15+) GRANT SET ON PARAMETER "
+                 "session_replication_role TO <role>") from None
+
+
+def _skipped(plan: Plan, rel: str) -> dict[str, int]:
+    out = {"insert": 0, "update": 0, "delete": 0}
+    for c in plan.conflicts:
+        if c.table != rel or c.decision not in ("skip", "keep target row"):
+            continue
+        out[{"insert-exists": "insert", "update-missing": "update", "delete-missing": "delete"}[c.kind]] += 1
+    return out
+
+
+def _counts(plan: Plan, applied: dict[str, dict[str, int]]) -> dict[str, Any]:
+    out = {}
+    for rel, tp in plan.tables.items():
+        out[rel] = {
+            "source": tp.source,
+            "captured": {ACTION_NAMES[a]: n for a, n in sorted(tp.fold.captured.items())},
+            "net": tp.counts(), "applied": applied.get(rel, {}), "skipped": _skipped(plan, rel),
+        }
+    return out
+
+
+def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], progress: Progress
+               ) -> dict[str, dict[str, int]]:
+    applied = {st.tp.relation: {"insert": 0, "update": 0, "delete": 0, "reinsert": 0} for st in stages}
+    for st in reversed(stages):
+        applied[st.tp.relation]["delete"] = _step(apply.deletes, conn, st, "delete", progress)
+    for st in stages:
+        a = applied[st.tp.relation]
+        a["update"] = _step(apply.updates, conn, st, "update", progress)
+        if st.tp.rules.update_missing == "reinsert":
+            a["reinsert"] = _step(apply.reinserts, conn, st, "reinsert", progress)
+        a["insert"] = _step(apply.inserts, conn, st, "insert", progress)
+    return applied
+
+
+def _step(fn: Callable[[psycopg.Connection, stage.Stage], int], conn: psycopg.Connection,
+          st: stage.Stage, what: str, progress: Progress) -> int:
+    try:
+        n = fn(conn, st)
+    except psycopg.Error as e:
+        raise ReplayError(f"{what} failed: {e.diag.message_primary or e}", table=st.tp.relation,
+                          detail=e.diag.message_detail,
+                          hint="nothing was changed; fix the target or the policy and replay again"
+                          ) from None
+    progress(f"replay {st.tp.relation}: {what} {n}")
+    return n
+
+
+def _truncate(conn: psycopg.Connection, plan: Plan, run: int, execute: bool) -> list[str]:
+    """Keep pre-images of captured-TRUNCATE tables; in mode `net` truncate them up front."""
+    tables = [tp.target for tp in plan.ordered() if tp.fold.truncated_at and tp.target]
+    for t in tables:
+        apply.snapshot_truncated(conn, t, run)
+    if tables and execute:
+        conn.execute(sql.SQL("TRUNCATE {}").format(
+            sql.SQL(", ").join(sql.Identifier(*t.ident) for t in tables)))
+    return [t.relation for t in tables]
+
+
+def _fail_on_conflicts(plan: Plan) -> None:
+    fails = [c for c in plan.conflicts if c.decision == "fail"]
+    if not fails:
+        return
+    c = fails[0]
+    more = f"; {len(fails) - 1} more in --dry-run" if len(fails) > 1 else ""
+    rule = {"insert-exists": "insert-exists = \"source-wins\" or \"target-wins\"",
+            "update-missing": "update-missing = \"skip\" or \"reinsert\"",
+            "delete-missing": "delete-missing = \"skip\"", "truncate": "truncate = \"apply\""}[c.kind]
+    raise ConflictError(f"{c.kind} conflict{more}", table=c.table, key=c.key, lsn=c.lsn,
+                        hint=f"nothing was changed; set {rule} for the table in [replay.tables]")
+
+
+def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,
+           progress: Progress | None = None) -> Report:
+    """Apply the captured changes past the journal's position to the target database `to`."""
+    started = time.monotonic()
+    mode = mode or cfg.replay.mode
+    say = progress or (lambda _text: None)
+    rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)
+    with psycopg.connect(to) as conn:
+        if not dry_run:
+            journal.ensure(conn)
+            _replica_role(conn)
+        after = journal.last_lsn(conn, cfg.source.slot)
+        rep.after = str(after) if after else None
+        stats: dict[str, Any] = {}
+        folder, txns = _log_items(log, after, mode == "txn", stats)
+        if not stats:
+            conn.rollback()
+            rep.status = "nothing"
+            return rep
+        rep.plan = p = _plan(conn, cfg, log, folder)
+        p.first_lsn, p.last_lsn = stats["first"], stats["last"]
+        p.transactions, p.changes = stats["transactions"], stats["changes"]
+        if not dry_run:
+            plan_mod.raise_blocking(p)
+        stages = [stage.load(conn, tp, i, say) for i, tp in enumerate(p.ordered())]
+        for st in stages:
+            p.conflicts += detect(conn, st)
+        if dry_run:
+            conn.rollback()
+            rep.duration_ms = int((time.monotonic() - started) * 1000)
+            return rep
+        _fail_on_conflicts(p)
+        run = journal.next_run(conn)
+        if p.order.deferred_cycles:
+            conn.execute("SET CONSTRAINTS ALL DEFERRED")
+        truncated = _truncate(conn, p, run, mode == "net")
+        for st in stages:
+            if st.tp.relation not in truncated:
+                apply.snapshot_before(conn, st, run)
+        if mode == "txn":
+            rep.applied = txn.apply(conn, p, txns, say)
+        else:
+            rep.applied = _apply_net(conn, stages, say)
+        for rel in truncated:
+            rep.applied.setdefault(rel, {})["truncate"] = 1
+        rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))
+        for tp in p.ordered():
+            assert tp.target is not None
+            rep.sequences += apply.advance_sequences(conn, tp.target)
+        rep.duration_ms = int((time.monotonic() - started) * 1000)
+        journal.write(conn, run, cfg.source.slot, mode, p.first_lsn, p.last_lsn, p.transactions,
+                      p.changes, _counts(p, rep.applied), [c.as_dict() for c in p.conflicts],
+                      cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms)
+    return rep
+
+
+def _plan(conn: psycopg.Connection, cfg: Config, log: ChangeLog, folder: Folder) -> Plan:
+    manifest = log.read_manifest()
+    rels = [cfg.replay.table(r).rename_to or r for r in folder.tables]
+    targets = catalog.read_tables(conn, rels)
+    fkeys = catalog.read_foreign_keys(conn, list(targets.values()))
+    return plan_mod.build(folder.tables, targets, fkeys, cfg.replay, manifest)

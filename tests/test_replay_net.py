@@ -1,0 +1,139 @@
+"""Net-mode replay onto a real target from a synthetic log: data, journal, policies, rollback."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from pgcarry.errors import ConflictError, ReplayError
+from pgcarry.replay import replay
+from pgcarry.schemas.config import Config
+from tests.walgen import Wal, write_log
+
+DDL = """
+CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL, n int NOT NULL DEFAULT 0,
+                     big text, extra text DEFAULT 'dflt');
+CREATE TABLE child (id serial PRIMARY KEY, parent_id int REFERENCES parent, v text);
+INSERT INTO parent VALUES (1, 'one', 10, 'big-1'), (2, 'two', 20, 'big-2'), (3, 'three', 30, NULL);
+INSERT INTO child (parent_id, v) VALUES (1, 'a'), (2, 'b');
+"""
+P, C = "public.parent", "public.child"
+
+
+def cfg(workdir, **replay):
+    return Config.model_validate({"source": {"dsn": "host=x", "slot": "s1"},
+                                  "log": {"path": str(workdir / "log.db")}, "replay": replay})
+
+
+def rows(dsn, q):
+    with psycopg.connect(dsn) as c:
+        return c.execute(q).fetchall()
+
+
+@pytest.fixture
+def target(target_dsn):
+    with psycopg.connect(target_dsn) as c:
+        c.execute(DDL)
+    return target_dsn
+
+
+def _traffic(w):
+    return [
+        w.txn(w.ins(P, id=4, name="four", n=40, big="b4", extra="e"),
+              w.ins(C, id=10, parent_id=4, v="x")),
+        w.txn(w.upd(P, {"id": 1, "name": "one", "n": 10, "big": "big-1", "extra": "dflt"},
+                    {"id": 1, "name": "one", "n": 9, "extra": "dflt"})),  # big omitted (TOAST)
+        w.txn(w.upd(C, {"id": 10, "parent_id": 4, "v": "x"}, {"id": 10, "parent_id": 4, "v": "y"}),
+              w.dele(C, id=2, parent_id=2, v="b")),
+        w.txn(w.ins(C, id=11, parent_id=3, v="gone"), w.dele(C, id=11, parent_id=3, v="gone")),
+    ]
+
+
+def test_net_replay_applies_net_effects_and_journals(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", _traffic(w))
+    with psycopg.connect(target) as c:  # the test side edits another column of parent 1
+        c.execute("UPDATE parent SET name = 'ONE (test)' WHERE id = 1")
+    rep = replay(cfg(workdir), log, target)
+    assert rep.status == "applied"
+    assert rows(target, "SELECT * FROM parent ORDER BY id") == [
+        (1, "ONE (test)", 9, "big-1", "dflt"), (2, "two", 20, "big-2", "dflt"),
+        (3, "three", 30, None, "dflt"), (4, "four", 40, "b4", "e")]
+    assert rows(target, "SELECT * FROM child ORDER BY id") == [(1, 1, "a"), (10, 4, "y")]
+    assert rows(target, "SELECT last_value FROM child_id_seq") == [(10,)]
+    (j,) = rows(target, "SELECT slot, transactions, changes, counts->'public.child'->'net' "
+                        "FROM pgcarry.replay_journal")
+    assert j == ("s1", 4, 7, {"insert": 1, "update": 0, "delete": 1, "noop": 0, "vanished": 1})
+    again = replay(cfg(workdir), log, target)
+    assert again.status == "nothing"
+    assert rows(target, "SELECT count(*) FROM pgcarry.replay_journal") == [(1,)]
+    # pre-replay images of the touched rows are kept
+    assert rows(target, "SELECT id, name, n FROM pgcarry.before_public__parent ORDER BY id") == [
+        (1, "ONE (test)", 10)]
+
+
+def test_insert_exists_fail_lists_conflict_and_changes_nothing(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.ins(P, id=2, name="prod-two", n=1, big=None))])
+    with pytest.raises(ConflictError) as e:
+        replay(cfg(workdir), log, target)
+    assert "insert-exists" in str(e.value) and "key=(2,)" in str(e.value)
+    assert rows(target, "SELECT name FROM parent WHERE id = 2") == [("two",)]
+    assert rows(target, "SELECT to_regclass('pgcarry.replay_journal')") == [(None,)]
+    rep = replay(cfg(workdir, **{"insert-exists": "source-wins"}), log, target)
+    assert [c.decision for c in rep.plan.conflicts] == ["overwrite"]
+    assert rows(target, "SELECT name, n, extra FROM parent WHERE id = 2") == [("prod-two", 1, "dflt")]
+
+
+def test_insert_exists_target_wins_keeps_the_target_row(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.ins(P, id=2, name="prod-two", n=1, big=None))])
+    replay(cfg(workdir, **{"insert-exists": "target-wins"}), log, target)
+    assert rows(target, "SELECT name, n FROM parent WHERE id = 2") == [("two", 20)]
+
+
+def test_delta_and_target_wins_columns(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.upd(
+        P, {"id": 1, "name": "one", "n": 10, "big": "big-1", "extra": "dflt"},
+        {"id": 1, "name": "prod", "n": 7, "big": "big-1", "extra": "dflt"}))])
+    with psycopg.connect(target) as c:
+        c.execute("UPDATE parent SET n = 100, name = 'test' WHERE id = 1")
+    policy = {"tables": {P: {"columns": {"n": "delta", "name": "target-wins"}}}}
+    rep = replay(cfg(workdir, **policy), log, target)
+    assert rows(target, "SELECT name, n FROM parent WHERE id = 1") == [("test", 97)]
+    assert sorted((c.column, c.decision) for c in rep.plan.conflicts) == [
+        ("n", "delta"), ("name", "target-wins")]
+
+
+def test_orphan_found_by_anti_join_rolls_back(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.ins(C, id=20, parent_id=3, v="z"))])
+    with psycopg.connect(target) as c:  # the test side deleted the parent
+        c.execute("DELETE FROM parent WHERE id = 3")
+    with pytest.raises(ReplayError) as e:
+        replay(cfg(workdir), log, target)
+    assert "child_parent_id_fkey" in str(e.value) and "(3,)" in str(e.value)
+    assert rows(target, "SELECT count(*) FROM child") == [(2,)]
+
+
+def test_missing_column_is_drift_until_mapped(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.ins(C, id=30, parent_id=1, v="q", legacy="L"))])
+    with pytest.raises(ReplayError) as e:
+        replay(cfg(workdir), log, target)
+    assert "no column legacy" in str(e.value) and "ignore-columns" in str(e.value)
+    dry = replay(cfg(workdir), log, target, dry_run=True)
+    assert [d.kind for d in dry.plan.drift if d.blocking] == ["missing-column"]
+    replay(cfg(workdir, tables={C: {"ignore-columns": ["legacy"]}}), log, target)
+    assert rows(target, "SELECT * FROM child WHERE id = 30") == [(30, 1, "q")]
+
+
+def test_truncate_fails_by_default_and_applies_when_asked(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.trunc(C)), w.txn(w.ins(C, id=5, parent_id=1, v="n"))])
+    with pytest.raises(ConflictError) as e:
+        replay(cfg(workdir), log, target)
+    assert "truncate" in str(e.value) and "public.child" in str(e.value)
+    replay(cfg(workdir, truncate="apply"), log, target)
+    assert rows(target, "SELECT * FROM child") == [(5, 1, "n")]
