@@ -76,7 +76,8 @@ class CaptureConfig(_Model):
 
 class KafkaConfig(_Model):
     bootstrap_servers: str
-    topic: str | None = None
+    topic: str | None = None  # default: pgcarry-<slot>
+    state_topic: str | None = None  # default: <topic>-state (compacted: manifest, cutover state)
     create_topic: bool = True
     replication_factor: int = 1
     min_insync_replicas: int = 1

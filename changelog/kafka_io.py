@@ -1,0 +1,181 @@
+"""KafkaIO: the synchronous face of aiokafka that KafkaLog uses, run on a private event loop thread.
+
+One producer (idempotent, acks=all), an admin client for topic creation, and a consumer per read;
+every call blocks its caller until the loop answered. Security settings go to every client as given
+and never into a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from pgcarry.errors import LogError
+
+T = TypeVar("T")
+Headers = list[tuple[str, bytes]]
+Record = tuple[bytes | None, bytes, Headers]  # key, value, headers
+
+MAX_RECORD_BYTES = 64 << 20  # a wal2json change with large TOASTed values fits
+BATCH_BYTES = 1 << 20
+FETCH_RECORDS = 2000
+CLOSE_TIMEOUT = 15.0
+_SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
+
+
+def client_options(bootstrap: str, security: dict[str, Any]) -> dict[str, Any]:
+    """aiokafka keyword arguments: kebab- or snake-case keys; ssl_* files become an SSL context."""
+    opts = {k.replace("-", "_"): v for k, v in security.items()}
+    ssl = {k.removeprefix("ssl_"): opts.pop(k) for k in _SSL_KEYS if k in opts}
+    if ssl:
+        ssl["password"] = ssl.get("password")
+        opts["ssl_context"] = create_ssl_context(**ssl)
+    return {"bootstrap_servers": bootstrap, **opts}
+
+
+class KafkaIO:
+    def __init__(self, bootstrap: str, security: dict[str, Any]) -> None:
+        self.bootstrap = bootstrap
+        self._opts = client_options(bootstrap, security)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pgcarry-kafka", daemon=True)
+        self._thread.start()
+        self._producer: AIOKafkaProducer | None = None
+        self.error: BaseException | None = None  # the first failed delivery: the writer is broken
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except KafkaError as e:
+            raise LogError(f"kafka: {type(e).__name__}: {e}", bootstrap=self.bootstrap) from None
+
+    # -- topics --------------------------------------------------------------------------------
+    def topics(self) -> set[str]:
+        async def go() -> set[str]:
+            admin = AIOKafkaAdminClient(**self._opts)
+            await admin.start()
+            try:
+                return set(await admin.list_topics())
+            finally:
+                await admin.close()
+
+        return self.run(go())
+
+    def create_topic(self, name: str, replication: int, configs: dict[str, str]) -> None:
+        async def go() -> None:
+            admin = AIOKafkaAdminClient(**self._opts)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(name, 1, replication, topic_configs=configs)])
+            except TopicAlreadyExistsError:
+                pass
+            finally:
+                await admin.close()
+
+        self.run(go())
+
+    # -- producing -----------------------------------------------------------------------------
+    def _on_delivery(self, fut: asyncio.Future[Any]) -> None:
+        if self.error is None and not fut.cancelled() and fut.exception() is not None:
+            self.error = fut.exception()
+
+    def send(self, topic: str, records: list[Record]) -> None:
+        """Hand records to the producer, in order; waits (without limit) while its buffer is full."""
+
+        async def go() -> None:
+            if self._producer is None:
+                self._producer = AIOKafkaProducer(
+                    **self._opts, acks="all", enable_idempotence=True, linger_ms=2,
+                    max_batch_size=BATCH_BYTES, max_request_size=MAX_RECORD_BYTES,
+                )
+                await self._producer.start()
+            for key, value, headers in records:
+                while True:
+                    try:
+                        fut = await self._producer.send(topic, value, key=key, partition=0, headers=headers)
+                        break
+                    except KafkaTimeoutError:  # the broker is away: keep the record and wait
+                        continue
+                fut.add_done_callback(self._on_delivery)
+
+        self.run(go())
+
+    def flush(self) -> None:
+        """Wait until Kafka acknowledged every record sent (the idempotent producer retries)."""
+        if self._producer is not None:
+            self.run(self._producer.flush())
+        if self.error is not None:
+            raise LogError(
+                f"kafka refused a change-log record: {type(self.error).__name__}: {self.error}",
+                hint="the capture daemon restarts from the last confirmed position; nothing is lost",
+                bootstrap=self.bootstrap,
+            )
+
+    def send_and_wait(self, topic: str, record: Record) -> None:
+        self.send(topic, [record])
+        self.flush()
+
+    # -- consuming -----------------------------------------------------------------------------
+    def end_offset(self, topic: str) -> int:
+        async def go() -> int:
+            consumer = AIOKafkaConsumer(**self._opts, enable_auto_commit=False)
+            await consumer.start()
+            try:
+                tp = TopicPartition(topic, 0)
+                return int((await consumer.end_offsets([tp]))[tp])
+            finally:
+                await consumer.stop()
+
+        return self.run(go())
+
+    def read(self, topic: str, start: int, end: int) -> Iterator[list[Any]]:
+        """Chunks of ConsumerRecords with start <= offset < end, in offset order."""
+        if start >= end:
+            return
+        tp = TopicPartition(topic, 0)
+
+        async def open_() -> AIOKafkaConsumer:
+            c = AIOKafkaConsumer(
+                **self._opts, enable_auto_commit=False, auto_offset_reset="earliest",
+                max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES,
+            )
+            await c.start()
+            c.assign([tp])
+            c.seek(tp, start)
+            return c
+
+        consumer = self.run(open_())
+
+        async def fetch() -> tuple[list[Any], int]:
+            got = await consumer.getmany(tp, timeout_ms=1000, max_records=FETCH_RECORDS)
+            return got.get(tp, []), await consumer.position(tp)
+
+        try:
+            pos = start
+            while pos < end:  # by position: control records and compaction leave offset gaps
+                chunk, pos = self.run(fetch())
+                chunk = [r for r in chunk if r.offset < end]
+                if chunk:
+                    yield chunk
+        finally:
+            self.run(consumer.stop())
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self.run(asyncio.wait_for(self._producer.stop(), CLOSE_TIMEOUT))
+            except (LogError, TimeoutError):
+                pass
+            self._producer = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

@@ -1,0 +1,247 @@
+"""KafkaLog against a real Apache Kafka broker: round trip, duplicates, incomplete tails, bounded
+writer memory, manifest/state in the topic, summary counts, and a 10-second broker outage."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+from pgcarry.changelog import open_log
+from pgcarry.changelog.kafka import BUFFER_BYTES, KafkaLog
+from pgcarry.errors import LogError
+from pgcarry.schemas.change import Change
+from pgcarry.schemas.config import LogConfig
+from pgcarry.schemas.lsn import Lsn
+from pgcarry.schemas.manifest import Manifest
+from tests.kafka_fixture import kafka_broker, kafka_config, private_kafka  # noqa: F401
+
+pytestmark = pytest.mark.kafka
+
+ORDERS = '[{"name":"id","type":"bigint"}]'
+
+
+def ins(seq: int, lsn: int, oid: int, status: str = "new", total: str = "12.50") -> Change:
+    raw = (
+        '{"action":"I","schema":"public","table":"orders","columns":['
+        f'{{"name":"id","type":"bigint","value":{oid}}},'
+        f'{{"name":"status","type":"text","value":{json.dumps(status)}}},'
+        f'{{"name":"total","type":"numeric(10,2)","value":{total}}}],"pk":{ORDERS}}}'
+    )
+    return Change(seq, Lsn(lsn), "I", "public", "orders", raw)
+
+
+def upd(seq: int, lsn: int, oid: int, old: str, new: str) -> Change:
+    raw = (
+        '{"action":"U","schema":"public","table":"orders","columns":['
+        f'{{"name":"id","type":"bigint","value":{oid}}},{{"name":"status","type":"text","value":"{new}"}}],'
+        f'"identity":[{{"name":"id","type":"bigint","value":{oid}}},'
+        f'{{"name":"status","type":"text","value":"{old}"}}],"pk":{ORDERS}}}'
+    )
+    return Change(seq, Lsn(lsn), "U", "public", "orders", raw)
+
+
+def dele(seq: int, lsn: int, item: int) -> Change:
+    raw = (
+        '{"action":"D","schema":"shop","table":"order_items","identity":['
+        f'{{"name":"order_id","type":"bigint","value":7}},{{"name":"line","type":"integer","value":{item}}}],'
+        '"pk":[{"name":"order_id","type":"bigint"},{"name":"line","type":"integer"}]}'
+    )
+    return Change(seq, Lsn(lsn), "D", "shop", "order_items", raw)
+
+
+def trunc(seq: int, lsn: int) -> Change:
+    return Change(seq, Lsn(lsn), "T", "public", "coupons", '{"action":"T","schema":"public","table":"coupons"}')
+
+
+TXNS = [  # (xid, commit LSN, commit time, changes)
+    (501, 0x1000, "2026-11-20 10:00:00.1+00", [ins(1, 0xF00, 1), ins(2, 0xF10, 2, "new", "0.10")]),
+    (502, 0x2000, "2026-11-20 10:00:01+00", [upd(1, 0x1F00, 1, "new", "shipped"), dele(2, 0x1F10, 3)]),
+    (503, 0x3000, "2026-11-20 10:00:02+00", [trunc(1, 0x2F00), ins(2, 0x2F10, 3, 'quote " ü 你好', "99999999.99")]),
+]
+
+
+def write(log: KafkaLog, txns: list, *, sync: bool = True) -> Lsn | None:
+    for xid, commit, ctime, changes in txns:
+        if log.begin(xid, Lsn(commit)):
+            for c in changes:
+                log.append(c)
+        log.commit(ctime)
+    return log.sync() if sync else None
+
+
+def as_tuples(log: KafkaLog, after: Lsn | None = None) -> list:
+    return [(t.xid, t.commit_lsn.value, t.commit_time, t.n_changes, list(t.changes)) for t in log.transactions(after)]
+
+
+def expected(txns: list) -> list:
+    return [(x, c, t, len(ch), ch) for x, c, t, ch in txns]
+
+
+def test_round_trip(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        assert write(log, TXNS) == Lsn(0x3000)
+        assert write(log, [(504, 0x4000, "2026-11-20 10:00:03+00", [])]) == Lsn(0x4000)  # empty moves it
+        assert as_tuples(log) == expected(TXNS)
+    with open_log(LogConfig(backend="kafka", kafka=cfg), slot="s", readonly=True) as reader:
+        assert as_tuples(reader) == expected(TXNS)  # type: ignore[arg-type]
+        assert as_tuples(reader, Lsn(0x1000)) == expected(TXNS[1:])  # type: ignore[arg-type]
+        got = next(iter(reader.transactions(Lsn(0x2000))))
+        assert got.changes[1].new == {"id": 3, "status": 'quote " ü 你好', "total": __import__("decimal").Decimal("99999999.99")}  # type: ignore[index]
+
+
+def test_resent_transaction_is_read_once(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    first = KafkaLog(cfg, slot="s", create=True)
+    second = KafkaLog(cfg, slot="s")  # opened before the first wrote: it cannot know, stores again
+    write(first, TXNS[:2])
+    write(second, TXNS[1:])
+    first.close()
+    second.close()
+    with KafkaLog(cfg, slot="s") as log:
+        assert as_tuples(log) == expected(TXNS)
+        assert log.begin(502, Lsn(0x2000)) is False  # a restarted writer skips what the topic holds
+        log.append(TXNS[1][3][0])
+        log.commit(None)
+        assert log.sync() == Lsn(0x3000)
+        assert log.summary().transactions == 3
+        assert as_tuples(log) == expected(TXNS)
+
+
+def test_incomplete_tail_is_never_read(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        write(log, TXNS[:1])
+        xid, commit, _, changes = TXNS[1]
+        assert log.begin(xid, Lsn(commit))
+        log.append(changes[0])
+        assert log.sync() == Lsn(0x1000)  # the open transaction is in Kafka but not complete
+        assert as_tuples(log) == expected(TXNS[:1])
+        assert log.summary().transactions == 1
+    with KafkaLog(cfg, slot="s") as log:  # a restart re-sends it whole
+        write(log, TXNS[1:])
+        assert as_tuples(log) == expected(TXNS)
+
+
+def test_large_transaction_is_streamed_with_bounded_memory(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    n, filler = 50_000, "x" * 400
+    total = 0
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        assert log.begin(900, Lsn(0x9_0000_0000))
+        for i in range(1, n + 1):
+            c = ins(i, 0x8_0000_0000 + i, i, filler)
+            total += len(c.raw)
+            log.append(c)
+        log.commit("2026-11-20 11:00:00+00")
+        assert log.sync() == Lsn(0x9_0000_0000)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        assert total > 20_000_000
+        assert log.max_buffered_bytes <= BUFFER_BYTES + 1000
+        assert peak < 12_000_000, f"writer peak {peak} bytes for {total} bytes of changes"
+        (txn,) = log.transactions()
+        assert txn.n_changes == n and not isinstance(txn.changes, list)  # read lazily
+        seen = 0
+        for i, c in enumerate(txn.changes, 1):
+            assert (c.seq, c.lsn.value) == (i, 0x8_0000_0000 + i)
+            seen += 1
+        assert seen == n
+        assert c == ins(n, 0x8_0000_0000 + n, n, filler)
+
+
+def test_large_value_round_trips(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    big = ins(1, 0x100, 1, "ü" * 3_000_000)  # ~6 MB of TOASTed text
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        write(log, [(1, 0x200, None, [big])])
+        assert as_tuples(log) == [(1, 0x200, None, 1, [big])]
+
+
+def test_manifest_and_state_live_in_kafka(kafka_broker, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = kafka_config(kafka_broker.bootstrap)
+    manifest = Manifest(
+        slot="s", plugin_options={"format-version": "2"}, consistent_point="0/16B2F18",
+        snapshot="00000003-00000002-1", created_at="2026-11-20T09:59:59Z",
+        system_identifier="7301", database="shop", tables={},
+    )
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        assert log.read_manifest() is None and log.get_state("cutover") is None
+        log.write_manifest(manifest)
+        log.set_state("cutover", {"phase": "fenced", "lsn": "0/3000"})
+        log.set_state("cutover", {"phase": "drained", "lsn": "0/4000"})
+    with KafkaLog(cfg, slot="s", readonly=True) as log:
+        assert log.read_manifest() == manifest
+        assert log.get_state("cutover") == {"phase": "drained", "lsn": "0/4000"}
+        with pytest.raises(LogError, match="read-only"):
+            log.set_state("x", 1)
+    assert list(tmp_path.iterdir()) == []  # nothing local
+
+
+def test_summary_counts(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        write(log, TXNS)
+        log.begin(600, Lsn(0x5000))
+        log.append(ins(1, 0x4F00, 9))  # an incomplete tail: not counted
+        log.sync()
+        s = log.summary()
+        assert (s.transactions, s.last_commit_lsn) == (3, Lsn(0x3000))
+        assert (s.first_commit_time, s.last_commit_time) == ("2026-11-20 10:00:00.1+00", "2026-11-20 10:00:02+00")
+        zero = {"insert": 0, "update": 0, "delete": 0, "truncate": 0}
+        assert s.tables == {
+            "public.orders": zero | {"insert": 3, "update": 1},
+            "shop.order_items": zero | {"delete": 1},
+            "public.coupons": zero | {"truncate": 1},
+        }
+        assert log.size_bytes() > sum(len(c.raw) for t in TXNS for c in t[3])
+
+
+def test_missing_topic_is_an_error(kafka_broker):
+    with pytest.raises(LogError, match="does not exist"):
+        KafkaLog(kafka_config(kafka_broker.bootstrap), slot="s")
+
+
+@pytest.mark.slow
+def test_broker_outage_pauses_writes_and_loses_nothing(private_kafka):
+    cfg = kafka_config(private_kafka.bootstrap)
+    txns = [(1000 + i, 0x10000 * (i + 1), f"2026-11-20 12:00:{i:02d}+00",
+             [ins(j, 0x10000 * (i + 1) - 0x100 + j, i * 100 + j) for j in range(1, 51)]) for i in range(60)]
+    synced: list[tuple[float, Lsn | None]] = []
+    errors: list[BaseException] = []
+    log = KafkaLog(cfg, slot="s", create=True)
+
+    def writer() -> None:
+        try:
+            for t in txns:
+                lsn = write(log, [t])
+                synced.append((time.monotonic(), lsn))
+                time.sleep(0.1)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while len(synced) < 20 and thread.is_alive():
+            time.sleep(0.05)
+        private_kafka.stop()
+        time.sleep(10)
+        assert len(synced) <= 21, "a sync returned while the broker was down"
+        private_kafka.start()
+        up = time.monotonic()
+        thread.join(180)
+        assert not thread.is_alive() and not errors, errors or private_kafka.log_tail()
+        assert [lsn for _, lsn in synced] == [Lsn(t[1]) for t in txns]
+        assert synced[21][0] >= up  # the sync in flight at the stop returned only after the restart
+    finally:
+        log.close()
+    with KafkaLog(cfg, slot="s", readonly=True) as reader:
+        assert as_tuples(reader) == expected(txns)
