@@ -96,30 +96,36 @@ def inserts(conn: psycopg.Connection, st: Stage) -> int:
     return total
 
 
+def orphans(conn: psycopg.Connection, fk: ForeignKey, limit: int = 3) -> list[tuple[object, ...]]:
+    """Up to `limit` child keys of `fk` with no parent row (MATCH SIMPLE: NULLs are fine)."""
+    c_ident = _id(*fk.child.split(".", 1))
+    p_ident = _id(*fk.parent.split(".", 1))
+    q = sql.SQL("SELECT {cols} FROM {c} c WHERE {nn} AND NOT EXISTS "
+                "(SELECT 1 FROM {p} p WHERE {on}) LIMIT %s").format(
+        cols=sql.SQL(", ").join(_id("c", x) for x in fk.columns), c=c_ident, p=p_ident,
+        nn=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(_id("c", x)) for x in fk.columns),
+        on=sql.SQL(" AND ").join(sql.SQL("{} = {}").format(_id("p", r), _id("c", x))
+                                 for x, r in zip(fk.columns, fk.ref_columns)))
+    return [tuple(r) for r in conn.execute(q, (limit,))]
+
+
+def touching(fkeys: list[ForeignKey], touched: set[str]) -> list[ForeignKey]:
+    return [fk for fk in fkeys if fk.child in touched or fk.parent in touched]
+
+
 def check_foreign_keys(conn: psycopg.Connection, fkeys: list[ForeignKey], touched: set[str]) -> int:
     """Anti-join every foreign key whose child or parent was touched; raise on the first orphan."""
-    checked = 0
-    for fk in fkeys:
-        if fk.child not in touched and fk.parent not in touched:
-            continue
-        checked += 1
-        c_ident = _id(*fk.child.split(".", 1))
-        p_ident = _id(*fk.parent.split(".", 1))
-        q = sql.SQL("SELECT {cols} FROM {c} c WHERE {nn} AND NOT EXISTS "
-                    "(SELECT 1 FROM {p} p WHERE {on}) LIMIT 3").format(
-            cols=sql.SQL(", ").join(_id("c", x) for x in fk.columns), c=c_ident, p=p_ident,
-            nn=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(_id("c", x)) for x in fk.columns),
-            on=sql.SQL(" AND ").join(sql.SQL("{} = {}").format(_id("p", r), _id("c", x))
-                                     for x, r in zip(fk.columns, fk.ref_columns)))
-        orphans = conn.execute(q).fetchall()
-        if orphans:
+    checked = touching(fkeys, touched)
+    for fk in checked:
+        found = orphans(conn, fk)
+        if found:
             raise ReplayError(
                 f"foreign key {fk.name} would be violated: {fk.child}({', '.join(fk.columns)}) "
                 f"has no row in {fk.parent}", table=fk.child,
-                key=", ".join(str(tuple(o)) for o in orphans),
+                key=", ".join(str(o) for o in found),
                 hint="the referenced row is missing in the target (deleted on the test side, or "
                      "skipped by a policy); fix the data or the policy and replay again")
-    return checked
+    return len(checked)
 
 
 def advance_sequences(conn: psycopg.Connection, table: TargetTable) -> list[tuple[str, int]]:

@@ -1,0 +1,174 @@
+"""`verify`: prove the replay landed — counts reconcile with the journal, every captured row's final
+image is in the target under its policy (from the pre-replay images), no foreign-key orphans,
+sequences ahead of their columns, no masking sentinel left, and the user's SQL assertions hold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgcarry.changelog.base import ChangeLog
+from pgcarry.replay import apply, catalog, journal, stage
+from pgcarry.replay import plan as plan_mod
+from pgcarry.replay.fold import Folder
+from pgcarry.replay.plan import TablePlan
+from pgcarry.replay.policy import merge_sql
+from pgcarry.schemas.change import ACTION_NAMES
+from pgcarry.schemas.config import Config, ReplayConfig
+from pgcarry.schemas.lsn import Lsn
+
+MAX_LISTED = 5
+_id = sql.Identifier
+
+
+@dataclass
+class Check:
+    name: str
+    table: str
+    ok: bool
+    detail: str = ""
+
+
+def _fold(log: ChangeLog, upto: Lsn) -> Folder:
+    folder = Folder()
+    for t in log.transactions(None):
+        if t.commit_lsn > upto:
+            break
+        for ch in t.changes:
+            folder.add(ch)
+    return folder
+
+
+def _counts(runs: list[dict[str, Any]], folder: Folder) -> list[Check]:
+    out = []
+    journaled: dict[str, Counter[str]] = {}
+    for r in runs:
+        for rel, c in r["counts"].items():
+            journaled.setdefault(c.get("source", rel), Counter()).update(c["captured"])
+            if r["mode"] == "net" and "truncate" not in c["captured"]:
+                a, s, n = c["applied"], c["skipped"], c["net"]
+                bad = [k for k in ("insert", "update", "delete")
+                       if a.get(k, 0) + s.get(k, 0) + (a.get("reinsert", 0) if k == "update" else 0)
+                       != n[k]]
+                if bad:
+                    out.append(Check("counts", rel, False, f"run {r['id']}: applied+skipped != net "
+                                     f"for {', '.join(bad)} (net {n}, applied {a}, skipped {s})"))
+    for rel, t in sorted(folder.tables.items()):
+        log_counts = {ACTION_NAMES[a]: n for a, n in t.captured.items()}
+        jc = dict(journaled.get(rel, {}))
+        ok = jc == log_counts
+        out.append(Check("counts", rel, ok, f"log {log_counts}" + ("" if ok else f" != journal {jc}")))
+    return out
+
+
+def _expected(tp: TablePlan, st: stage.Stage, c: str, truncated: bool) -> sql.Composable:
+    n, b, x, t, bf = st.col("n", c), st.col("b", c), st.col("x", c), _id("t", c), _id("bf", c)
+    had = sql.SQL("FALSE" if truncated else "{} IS NOT NULL").format(_id("bf", tp.key[0]))
+    ie = bf if tp.rules.insert_exists == "target-wins" else n
+    return sql.SQL(
+        "CASE WHEN s.op = 'I' THEN {x} AND {t} IS DISTINCT FROM (CASE WHEN {had} THEN {ie} ELSE {n} END)"
+        " WHEN s.op = 'U' AND {had} THEN {x} AND {t} IS DISTINCT FROM {m}"
+        " WHEN s.op = 'U' THEN {t} IS DISTINCT FROM {n} ELSE false END").format(
+        x=x, t=t, had=had, ie=ie, n=n, m=merge_sql(tp.policy(c), bf, b, n))
+
+
+def _images(conn: psycopg.Connection, st: stage.Stage) -> Check:
+    tp = st.tp
+    before = journal.find_before_table(conn, tp.relation)
+    truncated = tp.fold.truncated_at is not None
+    bf: sql.Composable = sql.SQL("(SELECT * FROM {} WHERE false)").format(st.target)
+    if before is not None and not truncated:
+        keys = sql.SQL(", ").join(map(_id, tp.key))
+        bf = sql.SQL("(SELECT DISTINCT ON ({k}) * FROM {b} ORDER BY {k}, {r})").format(
+            k=keys, b=before, r=_id(journal.RUN_COLUMN))
+    flags = [_expected(tp, st, c, truncated) for c in st.columns]
+    had = sql.SQL("FALSE" if truncated else "bf.{} IS NOT NULL").format(_id(tp.key[0]))
+    q = sql.SQL("SELECT {k}, s.op, s.lsn, t.{k0} IS NOT NULL, {had}, ARRAY[{f}] FROM {s} s "
+                "LEFT JOIN {t} t ON {on} LEFT JOIN {bf} bf ON {onb} ORDER BY s.lsn").format(
+        k=st.key_select(), k0=_id(tp.key[0]), had=had, f=sql.SQL(", ").join(flags), s=st.ident,
+        t=st.target, on=st.key_join(), bf=bf, onb=st.key_join("bf"))
+    bad = []
+    for *key, op, lsn, present, had_row, hits in conn.execute(q):
+        want = op == "I" or (op == "U" and (had_row or tp.rules.update_missing == "reinsert"))
+        if present != want:
+            bad.append(f"key {tuple(key)} (lsn {Lsn(lsn)}): row {'missing' if want else 'present'}")
+        elif present:
+            cols = [c for c, h in zip(st.columns, hits) if h]
+            if cols:
+                bad.append(f"key {tuple(key)} (lsn {Lsn(lsn)}): {', '.join(cols)} differ")
+    detail = f"{st.rows} rows checked" if not bad else "; ".join(bad[:MAX_LISTED]) + (
+        f" (+{len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else "")
+    return Check("final images", tp.relation, not bad, detail)
+
+
+def _sequences(conn: psycopg.Connection, t: catalog.TargetTable) -> list[Check]:
+    out = []
+    for col, sschema, sname in catalog.owned_sequences(conn, t):
+        q = sql.SQL("SELECT (SELECT max({c})::bigint FROM {t}), last_value FROM {seq}").format(
+            c=_id(col), t=_id(*t.ident), seq=_id(sschema, sname))
+        mx, last = conn.execute(q).fetchone()  # type: ignore[misc]
+        ok = mx is None or last >= mx
+        out.append(Check("sequence", f"{sschema}.{sname}", ok, f"last_value {last}, max({col}) {mx}"))
+    return out
+
+
+def _assertions(conn: psycopg.Connection, cfg: Config) -> list[Check]:
+    out = []
+    for a in cfg.verify.assertions:
+        try:
+            with conn.transaction():
+                row = conn.execute(a.sql).fetchone()  # the user's own SQL, from the config
+            ok, detail = bool(row and row[0] is True), f"returned {row[0] if row else None}"
+        except psycopg.Error as e:
+            ok, detail = False, f"error: {e.diag.message_primary or e}"
+        out.append(Check("assertion", a.name, ok, detail))
+    return out
+
+
+def _masks(conn: psycopg.Connection, cfg: Config) -> list[Check]:
+    out = []
+    for m in cfg.mask:
+        if m.value is None:
+            continue
+        q = sql.SQL("SELECT count(*) FROM {} WHERE {}::text = %s").format(
+            _id(*m.table.split(".", 1)), _id(m.column))
+        try:
+            with conn.transaction():
+                (n,) = conn.execute(q, (m.value,)).fetchone()  # type: ignore[misc]
+        except psycopg.Error:
+            continue  # the table or column is gone from the target: nothing masked remains
+        out.append(Check("pii guard", f"{m.table}.{m.column}", n == 0, f"{n} rows still '{m.value}'"))
+    return out
+
+
+def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
+    """Every check, passed or not, in a stable order."""
+    with psycopg.connect(to) as conn:
+        runs = journal.runs(conn, cfg.source.slot)
+        if not runs:
+            return [Check("journal", "pgcarry.replay_journal", False,
+                          f"no replay of slot {cfg.source.slot} recorded in the target")]
+        folder = _fold(log, Lsn.parse(runs[-1]["last_lsn"]))
+        checks = _counts(runs, folder)
+        rcfg = ReplayConfig.model_validate(runs[-1]["policy"])
+        rels = [rcfg.table(r).rename_to or r for r in folder.tables]
+        targets = catalog.read_tables(conn, rels)
+        fkeys = catalog.read_foreign_keys(conn, list(targets.values()))
+        p = plan_mod.build(folder.tables, targets, fkeys, rcfg, log.read_manifest())
+        for i, tp in enumerate(p.ordered()):
+            checks.append(_images(conn, stage.load(conn, tp, i)))
+        for fk in apply.touching(fkeys, set(p.tables)):
+            found = apply.orphans(conn, fk, MAX_LISTED)
+            checks.append(Check("foreign key", fk.child, not found,
+                                f"{fk.name}: " + (f"orphans {found}" if found else "no orphans")))
+        for tp in p.ordered():
+            assert tp.target is not None
+            checks += _sequences(conn, tp.target)
+        checks += _masks(conn, cfg) + _assertions(conn, cfg)
+        conn.rollback()
+    return checks
