@@ -61,6 +61,13 @@ class TablePlan:
     def key(self) -> list[str]:
         return [self.colmap.get(c, c) for c in self.fold.pk]
 
+    def value(self, column: str, value: Any) -> Any:
+        """A captured value as the target's input function reads it (wal2json sends bytea as
+        bare hex)."""
+        if isinstance(value, str) and self.fold.columns.get(column) == "bytea":
+            return "\\x" + value
+        return value
+
     def policy(self, target_column: str) -> str:
         src = next((s for s, t in self.colmap.items() if t == target_column), target_column)
         p = self.rules.column(src)

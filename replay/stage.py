@@ -62,23 +62,24 @@ def _create(conn: psycopg.Connection, st: Stage) -> None:
 
 
 def _row(st: Stage, r: Any) -> list[Any]:
+    v = st.tp.value
     out: list[Any] = [r.op, r.last_lsn.value if r.last_lsn else 0, 0]
     if r.op == INSERT:
         sig = frozenset(c for c in st.sources if c in r.new)
         out[2] = st.signatures.setdefault(sig, len(st.signatures))
         for c in st.sources:
-            out += [r.new.get(c), None, c in r.new]
+            out += [v(c, r.new.get(c)), None, c in r.new]
     elif r.op == UPDATE:
         image = r.final_image()
         for c, tc in zip(st.sources, st.columns):
             x = c in r.changed
             if x:
                 st.changed.add(tc)
-            out += [image.get(c), r.base.get(c), x]
+            out += [v(c, image.get(c)), v(c, r.base.get(c)), x]
     else:  # a delete keeps its key in n{j}: every join reads keys from there
         for c in st.sources:
-            v = r.base.get(c)
-            out += [v if c in st.tp.fold.pk else None, v, False]
+            b = v(c, r.base.get(c))
+            out += [b if c in st.tp.fold.pk else None, b, False]
     return out
 
 

@@ -78,11 +78,11 @@ class _Applier:
     def _key(self, tp: TablePlan, image: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(image[c] for c in tp.fold.pk)
 
-    def _keyparams(self, key: tuple[Any, ...]) -> dict[str, Any]:
-        return {f"k{i}": v for i, v in enumerate(key)}
+    def _keyparams(self, tp: TablePlan, key: tuple[Any, ...]) -> dict[str, Any]:
+        return {f"k{i}": tp.value(c, v) for i, (c, v) in enumerate(zip(tp.fold.pk, key))}
 
     def insert(self, tp: TablePlan, image: dict[str, Any], count: str = "insert") -> None:
-        cols = [(tp.colmap[c], v) for c, v in image.items() if c in tp.colmap]
+        cols = [(tp.colmap[c], tp.value(c, v)) for c, v in image.items() if c in tp.colmap]
         q = self._q(_insert_sql, tp, tuple(c for c, _ in cols))
         n = self.conn.execute(q, {f"v{i}": v for i, (_, v) in enumerate(cols)}).rowcount
         if n == 0:
@@ -99,9 +99,9 @@ class _Applier:
                    and (c not in old or old[c] != v)]
         if not changed:
             return
-        params = self._keyparams(self._key(tp, old))
+        params = self._keyparams(tp, self._key(tp, old))
         for i, c in enumerate(changed):
-            params[f"b{i}"], params[f"n{i}"] = old.get(c), new[c]
+            params[f"b{i}"], params[f"n{i}"] = tp.value(c, old.get(c)), tp.value(c, new[c])
         q = self._q(_update_sql, tp, tuple(tp.colmap[c] for c in changed))
         if self.conn.execute(q, params).rowcount:
             self.applied[tp.relation]["update"] += 1
@@ -114,7 +114,7 @@ class _Applier:
             self.kept.add((tp.source, self._key(tp, old)))
 
     def delete(self, tp: TablePlan, old: dict[str, Any]) -> None:
-        n = self.conn.execute(self._q(_delete_sql, tp), self._keyparams(self._key(tp, old))).rowcount
+        n = self.conn.execute(self._q(_delete_sql, tp), self._keyparams(tp, self._key(tp, old))).rowcount
         self.applied[tp.relation]["delete"] += n
 
     def change(self, ch: Change) -> None:
