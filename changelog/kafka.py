@@ -28,6 +28,7 @@ from pgcarry.schemas.manifest import Manifest
 BUFFER_RECORDS = 1000  # records held before they go to the producer (which holds ~2 MiB more)
 BUFFER_BYTES = 1 << 20
 SMALL_TXN = 2000  # transactions up to this size are read into a list, larger ones lazily
+SYNC_WAIT = 5.0  # seconds sync() waits for acknowledgements before it reports the broker away
 
 
 def default_topic(slot: str) -> str:
@@ -158,7 +159,7 @@ class KafkaLog(ChangeLog):
         if self.readonly:
             return self._durable
         self._send()
-        self._io.flush()  # acks=all for every record handed over, or a LogError
+        self._io.flush(SYNC_WAIT)  # acks=all for every record handed over, or LogUnavailableError
         if self._pending_commit is not None:
             self._durable = max(self._durable or self._pending_commit, self._pending_commit)
             self._pending_commit = None

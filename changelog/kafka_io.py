@@ -15,10 +15,16 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.helpers import create_ssl_context
 
-from pgcarry.errors import LogError
+from pgcarry.errors import LogError, LogUnavailableError
 
 T = TypeVar("T")
 Headers = list[tuple[str, bytes]]
@@ -55,6 +61,8 @@ class KafkaIO:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result(timeout)
+        except (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError) as e:
+            raise LogUnavailableError(f"kafka unreachable: {type(e).__name__}", bootstrap=self.bootstrap) from None
         except KafkaError as e:
             raise LogError(f"kafka: {type(e).__name__}: {e}", bootstrap=self.bootstrap) from None
 
@@ -109,14 +117,27 @@ class KafkaIO:
 
         self.run(go())
 
-    def flush(self) -> None:
-        """Wait until Kafka acknowledged every record sent (the idempotent producer retries)."""
-        if self._producer is not None:
-            self.run(self._producer.flush())
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until Kafka acknowledged every record sent. The idempotent producer retries without
+        limit; after `timeout` seconds this raises LogUnavailableError and the records stay queued."""
+        producer = self._producer
+        if producer is not None:
+
+            async def go() -> bool:
+                task = asyncio.ensure_future(producer.flush())
+                done, _ = await asyncio.wait([task], timeout=timeout)
+                return bool(done)
+
+            if not self.run(go()):
+                raise LogUnavailableError(
+                    f"kafka has not acknowledged the change log's records for {timeout:.0f}s",
+                    hint="they stay queued and are sent when the broker is back; the slot holds WAL until then",
+                    bootstrap=self.bootstrap,
+                )
         if self.error is not None:
             raise LogError(
                 f"kafka refused a change-log record: {type(self.error).__name__}: {self.error}",
-                hint="the capture daemon restarts from the last confirmed position; nothing is lost",
+                hint="restart capture: it resumes from the slot's confirmed position, nothing is lost",
                 bootstrap=self.bootstrap,
             )
 

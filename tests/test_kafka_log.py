@@ -12,7 +12,7 @@ import pytest
 
 from pgcarry.changelog import open_log
 from pgcarry.changelog.kafka import BUFFER_BYTES, KafkaLog
-from pgcarry.errors import LogError
+from pgcarry.errors import LogError, LogUnavailableError
 from pgcarry.schemas.change import Change
 from pgcarry.schemas.config import LogConfig
 from pgcarry.schemas.lsn import Lsn
@@ -216,12 +216,19 @@ def test_broker_outage_pauses_writes_and_loses_nothing(private_kafka):
              [ins(j, 0x10000 * (i + 1) - 0x100 + j, i * 100 + j) for j in range(1, 51)]) for i in range(60)]
     synced: list[tuple[float, Lsn | None]] = []
     errors: list[BaseException] = []
+    unavailable: list[float] = []
     log = KafkaLog(cfg, slot="s", create=True)
 
-    def writer() -> None:
+    def writer() -> None:  # what the capture daemon does: sync until it succeeds, then go on
         try:
             for t in txns:
-                lsn = write(log, [t])
+                write(log, [t], sync=False)
+                while True:
+                    try:
+                        lsn = log.sync()
+                        break
+                    except LogUnavailableError:
+                        unavailable.append(time.monotonic())
                 synced.append((time.monotonic(), lsn))
                 time.sleep(0.1)
         except BaseException as e:  # reported below
@@ -233,6 +240,7 @@ def test_broker_outage_pauses_writes_and_loses_nothing(private_kafka):
         while len(synced) < 20 and thread.is_alive():
             time.sleep(0.05)
         private_kafka.stop()
+        down = time.monotonic()
         time.sleep(10)
         assert len(synced) <= 21, "a sync returned while the broker was down"
         private_kafka.start()
@@ -240,7 +248,8 @@ def test_broker_outage_pauses_writes_and_loses_nothing(private_kafka):
         thread.join(180)
         assert not thread.is_alive() and not errors, errors or private_kafka.log_tail()
         assert [lsn for _, lsn in synced] == [Lsn(t[1]) for t in txns]
-        assert synced[21][0] >= up  # the sync in flight at the stop returned only after the restart
+        assert synced[21][0] >= down + 10  # the sync in flight at the stop returned after the restart
+        assert unavailable and all(down < at < up + 10 for at in unavailable)  # reported, then recovered
     finally:
         log.close()
     with KafkaLog(cfg, slot="s", readonly=True) as reader:
