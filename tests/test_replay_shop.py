@@ -148,3 +148,18 @@ def test_dropped_column_is_an_error_until_mapped(source_dsn, target_dsn, workdir
     _replay(workdir, target_dsn)
     cols = ["id", "email", "name", "created_at"]
     assert _rows(target_dsn, "profiles", cols) == _rows(source_dsn, "profiles", cols)
+
+
+def test_shop_replay_in_txn_mode_matches_production(source_dsn, target_dsn, workdir):
+    extra = '[replay.tables."public.coupons"]\ninsert-exists = "source-wins"\n'
+    facts = scenario(source_dsn, target_dsn, workdir, extra)
+    out = json.loads(_replay(workdir, target_dsn, "--mode", "txn", "--json").stdout)
+    assert out["status"] == "applied" and out["mode"] == "txn"
+    for table in PROD_TABLES:
+        cols = _columns(source_dsn, table)
+        assert _rows(target_dsn, table, cols) == _rows(source_dsn, table, cols), table
+    prod_stock = dict(query(source_dsn, "SELECT id, stock_quantity FROM products"))
+    got = dict(query(target_dsn, "SELECT id, stock_quantity FROM products WHERE id = ANY(%s)",
+                     (list(prod_stock),)))
+    assert got == {i: facts["test_stock"][i] + prod_stock[i] - facts["t0_stock"][i] for i in prod_stock}
+    assert json.loads(cli(workdir, "verify", "--to", target_dsn, "--json").stdout)["ok"] is True
