@@ -71,7 +71,7 @@ class Capture:
         self._unsynced = 0
         self._last_sync = time.monotonic()
         self._last_feedback = 0.0
-        self._durable: Lsn | None = None
+        self.until: Lsn | None = None  # stop reading once the stream is complete up to here
 
     # -- connection ------------------------------------------------------------------------
     def connect(self) -> None:
@@ -105,7 +105,7 @@ class Capture:
         wait up to `timeout` when nothing came. Returns the number of messages handled."""
         assert self._cur is not None and self._conn is not None
         handled = 0
-        while True:
+        while not (self.until is not None and self._reached(self.until)):
             msg = self._cur.read_message()
             if msg is None:
                 break
@@ -192,6 +192,7 @@ class Capture:
         """Stream until `stop()` is true or the log is complete up to `until`. Reconnects with
         capped backoff when the source goes away; a lost slot is fatal (SlotError)."""
         backoff = BACKOFF_START
+        self.until = until
         if until is not None:
             confirmed, _ = slot_position(self.dsn, self.slot)
             if confirmed is not None:

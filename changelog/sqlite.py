@@ -117,6 +117,7 @@ class SQLiteLog(ChangeLog):
 
     def _flush_rows(self) -> None:
         if self._rows:
+            self._write()  # never autocommit: one fsync per row would crawl
             self._db.executemany("INSERT INTO changes VALUES (?,?,?,?,?,?,?)", self._rows)
             self._rows.clear()
 
@@ -157,6 +158,7 @@ class SQLiteLog(ChangeLog):
         if self._open is None:
             raise LogError("commit outside a transaction")
         if not self._skip:
+            self._write()
             self._flush_rows()
             if self._n == 0:
                 self._db.execute("DELETE FROM txns WHERE id = ?", (self._txn_id,))

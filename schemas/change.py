@@ -1,7 +1,9 @@
 """Change events: one captured row change and the transaction that commits it.
 
 A change keeps wal2json's JSON (format-version 2) exactly as received in ``raw``; the images are
-parsed from it on demand with numbers as ``int``/``Decimal``, never ``float``.
+parsed from it on demand with numbers as ``int``/``Decimal``, never ``float``. Other values are
+PostgreSQL's text form (DateStyle=ISO, TimeZone=UTC), except bytea: wal2json sends its hex digits
+without the ``\\x`` prefix. numeric/float NaN and Infinity arrive as null.
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+"""Helpers for the tests: write a config, run the real `pgcarry` CLI, read a log."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pgcarry.changelog.sqlite import SQLiteLog
+
+
+def write_config(workdir: Path, source_dsn: str, *, slot: str = "pgcarry", extra: str = "",
+                 tables: list[str] | None = None) -> Path:
+    tables = tables or ["public.*"]
+    text = (
+        f"[source]\ndsn = {json.dumps(source_dsn)}\nslot = {json.dumps(slot)}\n\n"
+        f"[capture]\ntables = {json.dumps(tables)}\n\n"
+        f"[log]\npath = \"pgcarry-log.db\"\n\n{extra}\n"
+    )
+    path = workdir / "pgcarry.toml"
+    path.write_text(text)
+    return path
+
+
+def cli(workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `pgcarry ARGS` in `workdir` (its pgcarry.toml) as a separate process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgcarry", *args], cwd=workdir, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pgcarry {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def cli_json(workdir: Path, *args: str) -> Any:
+    return json.loads(cli(workdir, *args, "--json").stdout)
+
+
+def spawn(workdir: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgcarry", *args], cwd=workdir, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def execute(dsn: str, *statements: str, params: tuple[Any, ...] | None = None) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for stmt in statements:
+            conn.execute(stmt, params)  # type: ignore[arg-type]
+
+
+def query(dsn: str, stmt: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(stmt, params).fetchall()  # type: ignore[arg-type]
+
+
+def logged_changes(workdir: Path) -> list[tuple[int, Any]]:
+    """(xid, Change) for every change of every complete transaction, in log order."""
+    log = SQLiteLog(workdir / "pgcarry-log.db")
+    try:
+        return [(t.xid, c) for t in log.transactions() for c in t.changes]
+    finally:
+        log.close()

@@ -1,0 +1,134 @@
+"""The daemon under kill -9, SIGTERM, a second daemon, and a transaction too big for memory."""
+
+import os
+import random
+import signal
+import threading
+import time
+
+import psycopg
+
+from tests.helpers import cli, cli_json, execute, logged_changes, query, spawn, write_config
+
+
+def _wait_running(workdir, proc, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read()}")
+        if cli_json(workdir, "status", "--offline")["daemon"]["running"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("daemon did not start")
+
+
+def test_kill_9_five_times_loses_nothing_and_stores_nothing_twice(source_dsn, workdir):
+    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY, txn integer, part integer)")
+    write_config(workdir, source_dsn)
+    cli(workdir, "start", "--set-replica-identity")
+    committed: dict[int, int] = {}
+    rolled_back: set[int] = set()
+    done = threading.Event()
+
+    def writer() -> None:
+        rng = random.Random(7)
+        next_id = 1
+        with psycopg.connect(source_dsn) as conn:
+            for txn in range(1, 1501):
+                parts = rng.randint(1, 4)
+                for part in range(parts):
+                    conn.execute("INSERT INTO t VALUES (%s, %s, %s)", (next_id, txn, part))
+                    next_id += 1
+                if txn % 10 == 0:
+                    conn.rollback()
+                    rolled_back.add(txn)
+                else:
+                    conn.commit()
+                    committed[txn] = parts
+                if txn % 50 == 0:
+                    time.sleep(0.05)
+        done.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    rng = random.Random(11)
+    kills = 0
+    while kills < 5:
+        proc = spawn(workdir, "capture")
+        _wait_running(workdir, proc)
+        time.sleep(rng.uniform(0.2, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        kills += 1
+    w.join()
+    cli(workdir, "capture", "--until", "current")
+
+    rows = [(xid, c.new["txn"], c.new["part"]) for xid, c in logged_changes(workdir)]
+    seen = [(txn, part) for _, txn, part in rows]
+    assert len(seen) == len(set(seen)), "a change was stored twice"
+    per_txn: dict[int, int] = {}
+    for _, txn, _ in rows:
+        per_txn[txn] = per_txn.get(txn, 0) + 1
+    assert per_txn == committed  # every committed transaction, whole, and nothing rolled back
+    assert not rolled_back & per_txn.keys()
+    # one source transaction is one log transaction
+    assert len({xid for xid, _, _ in rows}) == len(committed)
+    assert cli_json(workdir, "status")["log"]["transactions"] == len(committed)
+
+
+def test_sigterm_finishes_durably_and_second_daemon_is_refused(source_dsn, workdir):
+    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY)")
+    write_config(workdir, source_dsn)
+    cli(workdir, "start", "--set-replica-identity")
+    proc = spawn(workdir, "capture")
+    _wait_running(workdir, proc)
+    status = cli_json(workdir, "status")
+    assert status["daemon"]["running"] and status["daemon"]["pid"] == proc.pid
+    assert status["slot"]["active"] is True
+
+    second = cli(workdir, "capture", check=False)
+    assert second.returncode == 3
+    assert f"another capture daemon holds the log (pid {proc.pid})" in second.stderr
+
+    execute(source_dsn, "INSERT INTO t SELECT generate_series(1, 1000)")
+    deadline = time.monotonic() + 30
+    while cli_json(workdir, "status", "--offline")["tables"]["public.t"]["insert"] < 1000:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "captured 1 transactions (1000 changes)" in out
+    status = cli_json(workdir, "status")
+    assert status["daemon"]["running"] is False
+    assert status["slot"]["confirmed_flush_lsn"] == status["log"]["last_commit_lsn"]
+
+
+def test_one_big_transaction_is_not_held_in_memory(source_dsn, workdir):
+    execute(source_dsn, "CREATE TABLE big (id integer PRIMARY KEY, pad text)")
+    write_config(workdir, source_dsn)
+    cli(workdir, "start", "--set-replica-identity")
+    execute(source_dsn, "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 500000) g")
+    proc = spawn(workdir, "capture", "--until", "current")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.stderr.read()
+    peak_mb = usage.ru_maxrss / 1024
+    # 500,000 rows of ~330 bytes of JSON are ~165 MB as text alone; the daemon streams them
+    assert peak_mb < 150, f"capture daemon peak RSS {peak_mb:.0f} MB"
+    assert cli_json(workdir, "status", "--offline")["tables"]["public.big"]["insert"] == 500000
+    (n,) = query(source_dsn, "SELECT count(*) FROM big")[0]
+    assert n == 500000
+
+
+def test_drop_needs_yes(source_dsn, workdir):
+    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY)")
+    write_config(workdir, source_dsn)
+    cli(workdir, "start", "--set-replica-identity")
+    assert "Run again with --yes" in cli(workdir, "drop").stdout
+    assert query(source_dsn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgcarry'") == [(1,)]
+    assert cli(workdir, "drop", "--yes").stdout == "dropped replication slot 'pgcarry'\n"
+    assert query(source_dsn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgcarry'") == [(0,)]
+    missing = cli(workdir, "drop", "--yes", check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
