@@ -4,6 +4,7 @@ when PGCARRY_REQUIRE_KAFKA=1 (CI)."""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
@@ -19,6 +20,7 @@ from tests.clusters import docker_wanted
 
 ROOT = Path(__file__).resolve().parent.parent
 _topics = itertools.count(1)
+_shared: list[LocalKafka | _ContainerKafka] = []  # one broker however many modules import the fixture
 
 
 def _unavailable(why: str) -> None:
@@ -62,11 +64,13 @@ class _ContainerKafka:
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[LocalKafka | _ContainerKafka]:
-    """The shared broker; tests keep apart by topic."""
-    broker = _ContainerKafka() if docker_wanted() else _local_broker()
-    yield broker
-    broker.destroy()
+def kafka_broker() -> LocalKafka | _ContainerKafka:
+    """The shared broker (stopped when the test run exits); tests keep apart by topic."""
+    if not _shared:
+        broker = _ContainerKafka() if docker_wanted() else _local_broker()
+        atexit.register(broker.destroy)
+        _shared.append(broker)
+    return _shared[0]
 
 
 @pytest.fixture
@@ -77,6 +81,21 @@ def private_kafka() -> Iterator[LocalKafka]:
     broker.destroy()
 
 
+def new_topic() -> str:
+    return f"t{os.getpid()}-{next(_topics)}"
+
+
 def kafka_config(bootstrap: str, **extra: object) -> KafkaConfig:
     """Settings for a fresh topic on `bootstrap`."""
-    return KafkaConfig(bootstrap_servers=bootstrap, topic=f"t{os.getpid()}-{next(_topics)}", **extra)
+    return KafkaConfig(bootstrap_servers=bootstrap, topic=new_topic(), **extra)
+
+
+def use_kafka(config: Path, bootstrap: str, topic: str | None = None) -> Path:
+    """Point a pgcarry.toml written by tests.helpers.write_config at a fresh Kafka topic."""
+    text = config.read_text()
+    sqlite = '[log]\npath = "pgcarry-log.db"\n'
+    assert sqlite in text, "write_config's [log] section changed"
+    kafka = (f'[log]\nbackend = "kafka"\n\n[log.kafka]\nbootstrap-servers = "{bootstrap}"\n'
+             f'topic = "{topic or new_topic()}"\n')
+    config.write_text(text.replace(sqlite, kafka))
+    return config
