@@ -184,3 +184,16 @@ def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
     assert all([(c.new["id"], c.new["part"]) for c in cs] == [(cs[0].new["txn"] * 10 + p, p) for p in range(3)]
                for _, _, cs in got)
     assert sorted(marker_copies(workdir)) == [lsn for _, lsn, _ in got]
+
+
+def test_shop_end_to_end_with_kafka_log(kafka_broker, source_dsn, target_dsn, workdir, monkeypatch):
+    """The replay issue's shop scenario, word for word, with the log in Kafka instead of SQLite."""
+    from tests import test_replay_shop as shop_test
+
+    def kafka_write_config(workdir: Path, dsn: str, **kw: object) -> Path:
+        return use_kafka(write_config(workdir, dsn, **kw), kafka_broker.bootstrap)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shop_test, "write_config", kafka_write_config)
+    shop_test.test_shop_replay_carries_every_production_write(source_dsn, target_dsn, workdir)
+    assert 'backend = "kafka"' in (workdir / "pgcarry.toml").read_text()
+    assert not list(workdir.glob("*.db"))
