@@ -48,6 +48,24 @@ def slot_position(dsn: str, slot: str) -> tuple[Lsn | None, Lsn]:
     return (Lsn.parse(row[0]) if row[0] else None), Lsn.parse(row[1])
 
 
+_ROW_ACTIONS = frozenset("IUDT")
+_ACTION_AT = len('{"action":"')
+_SCHEMA_KEY, _TABLE_KEY = '"schema":"', '","table":"'
+
+
+def _relation(raw: str) -> tuple[str, str]:
+    """Schema and table of a wal2json v2 row change without parsing its (possibly large) images:
+    the header fields come first, in a fixed order; escaped names take the JSON path."""
+    i = raw.find(_SCHEMA_KEY)
+    j = raw.find(_TABLE_KEY, i)
+    k = raw.find('"', j + len(_TABLE_KEY))
+    schema, table = raw[i + len(_SCHEMA_KEY):j], raw[j + len(_TABLE_KEY):k]
+    if i < 0 or j < 0 or k < 0 or "\\" in schema or "\\" in table:
+        doc = json.loads(raw)
+        return doc["schema"], doc["table"]
+    return schema, table
+
+
 @dataclass
 class Progress:
     transactions: int = 0
@@ -122,8 +140,18 @@ class Capture:
 
     def _handle(self, msg: psycopg2.extras.ReplicationMessage) -> None:
         raw = msg.payload.decode("utf-8")
+        action = raw[_ACTION_AT]  # wal2json v2 opens every message with {"action":"X"
+        if action in _ROW_ACTIONS:
+            schema, table = _relation(raw)
+            change = Change(self._seq, Lsn(msg.data_start), action, schema, table, raw)
+            self.log.append(change)
+            self._seq += 1
+            self._unsynced += 1
+            self.progress.changes += 1
+            if self.metrics:
+                self.metrics.change(change.relation, action)
+            return
         doc = json.loads(raw)
-        action = doc["action"]
         if action == "B":
             self._in_txn = True
             self._seq = 0
@@ -135,14 +163,6 @@ class Capture:
             self._advance(Lsn(msg.data_start))
             if self.metrics:
                 self.metrics.commit(doc.get("timestamp"))
-        elif action in ("I", "U", "D", "T"):
-            change = Change(self._seq, Lsn(msg.data_start), action, doc["schema"], doc["table"], raw)
-            self.log.append(change)
-            self._seq += 1
-            self._unsynced += 1
-            self.progress.changes += 1
-            if self.metrics:
-                self.metrics.change(change.relation, action)
         # "M" (logical decoding messages) are not captured
 
     def _advance(self, lsn: Lsn) -> None:

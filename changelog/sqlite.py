@@ -85,7 +85,7 @@ class SQLiteLog(ChangeLog):
         self._txn_id: int | None = None
         self._skip = False
         self._rows: list[tuple[Any, ...]] = []
-        self._counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._counts: dict[tuple[str, str, str], int] = defaultdict(int)
         self._n = 0
         self._in_write = False
         self._open: Lsn | None = None
@@ -149,7 +149,7 @@ class SQLiteLog(ChangeLog):
             (self._txn_id, change.seq, change.lsn.value, change.action, change.schema,
              change.table, change.raw)
         )
-        self._counts[(change.relation, change.action)] += 1
+        self._counts[(change.schema, change.table, change.action)] += 1
         self._n += 1
         if len(self._rows) >= BATCH_ROWS:
             self._flush_rows()
@@ -170,7 +170,8 @@ class SQLiteLog(ChangeLog):
                 self._db.executemany(
                     "INSERT INTO counts VALUES (?, ?, ?) "
                     "ON CONFLICT (relation, action) DO UPDATE SET n = n + excluded.n",
-                    [(rel, ACTION_NAMES.get(a, a), n) for (rel, a), n in self._counts.items()],
+                    [(f"{sch}.{tbl}", ACTION_NAMES.get(a, a), n)
+                     for (sch, tbl, a), n in self._counts.items()],
                 )
         self._pending_commit, self._open = self._open, None
         self._txn_id, self._skip = None, False

@@ -30,7 +30,7 @@ def _image(items: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {c["name"]: c.get("value") for c in items or ()}
 
 
-@dataclass(frozen=True)
+@dataclass(eq=True)
 class Change:
     """One INSERT/UPDATE/DELETE/TRUNCATE of one relation, in its transaction's order."""
 
