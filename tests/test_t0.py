@@ -49,3 +49,31 @@ def test_every_committed_row_is_in_exactly_one_of_copy_and_log(source_dsn, targe
     assert query(source_dsn, "SELECT email FROM users WHERE id = 1") == [("kim@example.com",)]
     manifest = cli(workdir, "status", "--json").stdout
     assert '"copy_target"' in manifest
+
+
+def test_snapshot_only_holds_the_snapshot_for_your_own_dump(source_dsn, target_dsn, workdir):
+    import subprocess
+    import sys
+
+    from pgcarry.capture.copy import restore
+    from pgcarry.pgtools import pg_tool
+
+    execute(source_dsn, "CREATE TABLE events (id serial PRIMARY KEY)",
+            "ALTER TABLE events REPLICA IDENTITY FULL",
+            "INSERT INTO events SELECT FROM generate_series(1, 100)")
+    write_config(workdir, source_dsn)
+    proc = subprocess.Popen([sys.executable, "-m", "pgcarry", "start", "--snapshot-only"], cwd=workdir,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("snapshot "), line
+    snapshot = line.split()[1]
+    execute(source_dsn, "INSERT INTO events SELECT FROM generate_series(1, 5)")  # after T0
+    dump_dir = workdir / "dump"
+    subprocess.run([pg_tool("pg_dump"), f"--snapshot={snapshot}", "-Fd", "-f", str(dump_dir),
+                    "-d", source_dsn], check=True)
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    restore(target_dsn, dump_dir, 1)
+    cli(workdir, "capture", "--until", "current")
+    assert query(target_dsn, "SELECT count(*), max(id) FROM events") == [(100, 100)]
+    assert sorted(c.new["id"] for _, c in logged_changes(workdir)) == [101, 102, 103, 104, 105]
