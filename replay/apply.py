@@ -78,7 +78,7 @@ def inserts(conn: psycopg.Connection, st: Stage) -> int:
     """One INSERT … SELECT per set of sent columns (absent columns take the target's default)."""
     total = 0
     policy = st.tp.rules.insert_exists
-    for sig, n in st.signatures.items():
+    for sig in st.signatures:
         cols = [tc for sc, tc in zip(st.sources, st.columns) if sc in sig]
         on_conflict = sql.SQL("")
         rest = [c for c in cols if c not in st.tp.key]
@@ -88,11 +88,14 @@ def inserts(conn: psycopg.Connection, st: Stage) -> int:
         elif policy == "source-wins":
             on_conflict = sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(key, sql.SQL(", ").join(
                 sql.SQL("{c} = EXCLUDED.{c}").format(c=_id(c)) for c in rest))
-        q = sql.SQL("INSERT INTO {t} ({c}){ov} SELECT {n} FROM {s} s WHERE s.op = 'I' AND s.sig = %s"
-                    "{oc}").format(
+        sent = sql.SQL(" AND ").join(
+            sql.SQL("{}{}").format(sql.SQL("" if sc in sig else "NOT "), st.col("x", tc))
+            for sc, tc in zip(st.sources, st.columns))
+        q = sql.SQL("INSERT INTO {t} ({c}){ov} SELECT {n} FROM {s} s WHERE s.op = 'I' AND {sent}"
+                    "{oc}").format(sent=sent, 
             t=st.target, c=sql.SQL(", ").join(map(_id, cols)), ov=_overriding(st, cols),
             n=sql.SQL(", ").join(st.col("n", c) for c in cols), s=st.ident, oc=on_conflict)
-        total += conn.execute(q, (n,)).rowcount
+        total += conn.execute(q).rowcount
     return total
 
 

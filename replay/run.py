@@ -17,10 +17,10 @@ from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay import apply, catalog, journal, stage, txn
+from pgcarry.replay import apply, catalog, journal, sqlfold, stage, txn
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.detect import detect
-from pgcarry.replay.fold import Folder
+from pgcarry.replay.fold import Folder, TableFold
 from pgcarry.replay.plan import Plan
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
 from pgcarry.schemas.config import Config
@@ -159,17 +159,23 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         after = journal.last_lsn(conn, cfg.source.slot)
         rep.after = str(after) if after else None
         stats: dict[str, Any] = {}
-        folder, txns = _log_items(log, after, mode == "txn", stats)
-        if not stats:
+        txns: list[Transaction] = []
+        if mode == "txn":
+            folder, txns = _log_items(log, after, True, stats)
+            folds: dict[str, TableFold] = folder.tables
+        else:
+            folds = dict(sqlfold.load_raw(conn, log.transactions(after), stats, say))
+        if not stats.get("transactions"):
             conn.rollback()
             rep.status = "nothing"
             return rep
-        rep.plan = p = _plan(conn, cfg, log, folder)
+        rep.plan = p = _plan(conn, cfg, log, folds)
         p.first_lsn, p.last_lsn = stats["first"], stats["last"]
         p.transactions, p.changes = stats["transactions"], stats["changes"]
         if not dry_run:
             plan_mod.raise_blocking(p)
-        stages = [stage.load(conn, tp, i, say) for i, tp in enumerate(p.ordered())]
+        stages = [stage.load(conn, tp, i, say) if mode == "txn" else sqlfold.stage(conn, tp, i)
+                  for i, tp in enumerate(p.ordered())]
         for st in stages:
             p.conflicts += detect(conn, st)
         if dry_run:
@@ -201,9 +207,10 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
     return rep
 
 
-def _plan(conn: psycopg.Connection, cfg: Config, log: ChangeLog, folder: Folder) -> Plan:
+def _plan(conn: psycopg.Connection, cfg: Config, log: ChangeLog, folds: dict[str, TableFold]
+          ) -> Plan:
     manifest = log.read_manifest()
-    rels = [cfg.replay.table(r).rename_to or r for r in folder.tables]
+    rels = [cfg.replay.table(r).rename_to or r for r in folds]
     targets = catalog.read_tables(conn, rels)
     fkeys = catalog.read_foreign_keys(conn, list(targets.values()))
-    return plan_mod.build(folder.tables, targets, fkeys, cfg.replay, manifest)
+    return plan_mod.build(folds, targets, fkeys, cfg.replay, manifest)

@@ -51,7 +51,7 @@ class Stage:
         return sql.SQL(", ").join(self.col("n", c, s) for c in self.tp.key)
 
 
-def _create(conn: psycopg.Connection, st: Stage) -> None:
+def create(conn: psycopg.Connection, st: Stage) -> None:
     parts = [sql.SQL("NULL::text AS op, 0::bigint AS lsn, 0 AS sig")]
     for j, c in enumerate(st.columns):
         parts.append(sql.SQL("t.{c} AS {n}, t.{c} AS {b}, true AS {x}").format(
@@ -88,7 +88,7 @@ def load(conn: psycopg.Connection, tp: TablePlan, n: int,
     """Create and fill the staging table of `tp` (no-op updates are left out)."""
     sources = list(tp.colmap)
     st = Stage(tp, f"_pgcarry_stage_{n}", [tp.colmap[c] for c in sources], sources)
-    _create(conn, st)
+    create(conn, st)
     names = ["op", "lsn", "sig"] + [f"{p}{j}" for j in range(len(sources)) for p in "nbx"]
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         st.ident, sql.SQL(", ").join(map(sql.Identifier, names)))

@@ -1,0 +1,206 @@
+"""The `net` fold done by the target server: raw wal2json documents are COPYed into a temporary
+table and folded per key with jsonb, so no value is parsed in Python (the same rules as fold.py,
+which stays the reference for verify and mode `txn`; the property tests hold the two together).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgcarry.replay.fold import TableFold
+from pgcarry.replay.plan import TablePlan
+from pgcarry.replay.stage import Stage, create
+from pgcarry.schemas.change import DELETE, INSERT, TRUNCATE, UPDATE, Transaction
+
+RAW = "_pgcarry_raw"
+_id = sql.Identifier
+
+
+class SqlTableFold(TableFold):
+    """A relation's summary whose per-row effects live in the server, counted there."""
+
+    def __init__(self, relation: str, pk: list[str]) -> None:
+        super().__init__(relation, pk)
+        self.net: dict[str, int] = {}
+        self.truncate_ord: int | None = None
+
+    def count(self, op: str) -> int:
+        return self.net.get(op, 0)
+
+    @property
+    def noop_updates(self) -> int:  # type: ignore[override]
+        return self.net.get("noop", 0)
+
+
+def load_raw(conn: psycopg.Connection, txns: Iterator[Transaction], stats: dict[str, Any],
+             progress: Callable[[str], None]) -> dict[str, SqlTableFold]:
+    """COPY every change into the server; summarise relations (key, counts) on the way."""
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (ord bigint, lsn bigint, rel text, action text, "
+                         "doc jsonb) ON COMMIT DROP").format(_id(RAW)))
+    folds: dict[str, SqlTableFold] = {}
+    counts: Counter[tuple[str, str]] = Counter()
+    ord_ = 0
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(_id(RAW))) as cp:
+        for t in txns:
+            for ch in t.changes:
+                ord_ += 1
+                rel = ch.relation
+                counts[(rel, ch.action)] += 1
+                f = folds.get(rel)
+                if f is None or (not f.pk and ch.action != TRUNCATE):
+                    f = folds.setdefault(rel, SqlTableFold(rel, []))
+                    f.pk = f.pk or (ch.pk if ch.action != TRUNCATE else [])
+                if ch.action == TRUNCATE:
+                    f.truncated_at, f.truncate_ord = ch.lsn, ord_
+                cp.write_row((ord_, ch.lsn.value, rel, ch.action, ch.raw))
+            stats["first"] = stats.get("first") or t.commit_lsn
+            stats["last"] = t.commit_lsn
+            stats["transactions"] = stats.get("transactions", 0) + 1
+            if ord_ // 20000 != (ord_ - t.n_changes) // 20000:
+                progress(f"reading the log: {ord_} changes")
+    stats["changes"] = ord_
+    for (rel, action), n in counts.items():
+        folds[rel].captured[action] = n
+    if folds:
+        conn.execute(sql.SQL("CREATE INDEX ON {} (rel, ord)").format(_id(RAW)))
+        _columns(conn, folds)
+    return folds
+
+
+def _columns(conn: psycopg.Connection, folds: dict[str, SqlTableFold]) -> None:
+    q = sql.SQL(
+        "SELECT r.rel, c->>'name', c->>'type', bool_or(r.action = 'U' AND "
+        "jsonb_array_length(r.doc->'identity') < jsonb_array_length(r.doc->'columns')) "
+        "FROM (SELECT DISTINCT ON (rel, action) * FROM {raw} WHERE action <> 'T' "
+        "      ORDER BY rel, action, jsonb_array_length(coalesce(doc->'columns', doc->'identity')) DESC) r,"
+        " jsonb_array_elements(coalesce(r.doc->'columns', r.doc->'identity')) c GROUP BY 1, 2, 3"
+    ).format(raw=_id(RAW))
+    for rel, name, typ, partial in conn.execute(q):
+        folds[rel].columns.setdefault(name, typ)
+        folds[rel].partial_old = folds[rel].partial_old or bool(partial)
+    partial_q = sql.SQL("SELECT DISTINCT rel FROM {} WHERE action = 'U' AND "
+                        "jsonb_array_length(doc->'identity') < jsonb_array_length(doc->'columns')"
+                        ).format(_id(RAW))
+    for (rel,) in conn.execute(partial_q):
+        folds[rel].partial_old = True
+
+
+_NET = """
+CREATE TEMP TABLE {net} ON COMMIT DROP AS
+WITH r AS (
+  SELECT ord, lsn, action,
+         (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'identity') c) AS old,
+         (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'columns') c) AS new
+  FROM {raw} WHERE rel = %(rel)s AND action <> 'T' AND ord > %(after)s
+), k AS (
+  SELECT r.*, {okey} AS okey, {nkey} AS nkey FROM r
+), ev AS (
+  SELECT nkey AS key, ord * 2 AS pos, lsn, 'I' AS kind, new AS img, NULL::jsonb AS old
+    FROM k WHERE action = 'I'
+  UNION ALL SELECT okey, ord * 2, lsn, 'D', NULL, old FROM k WHERE action = 'D'
+  UNION ALL SELECT okey, ord * 2, lsn, 'U', new, old FROM k WHERE action = 'U' AND okey = nkey
+  UNION ALL SELECT okey, ord * 2, lsn, 'D', NULL, old FROM k WHERE action = 'U' AND okey <> nkey
+  UNION ALL SELECT nkey, ord * 2 + 1, lsn, 'I', old || new, NULL FROM k WHERE action = 'U' AND okey <> nkey
+), g AS (
+  SELECT key, (array_agg(kind ORDER BY pos))[1] AS first_kind,
+         (array_agg(kind ORDER BY pos DESC))[1] AS last_kind,
+         (array_agg(old ORDER BY pos))[1] AS base,
+         max(pos) FILTER (WHERE kind = 'D') AS last_d, max(lsn) AS lsn
+  FROM ev GROUP BY key
+), m AS (
+  SELECT key, jsonb_object_agg(col, val) AS img FROM (
+    SELECT DISTINCT ON (ev.key, j.key) ev.key, j.key AS col, j.value AS val
+    FROM ev JOIN g USING (key), jsonb_each(ev.img) j
+    WHERE ev.img IS NOT NULL AND (g.last_d IS NULL OR ev.pos > g.last_d)
+    ORDER BY ev.key, j.key, ev.pos DESC) x
+  GROUP BY key
+)
+SELECT g.key, g.lsn, g.base,
+       CASE WHEN g.first_kind <> 'I' AND g.last_kind <> 'D' THEN 'U'
+            WHEN g.last_kind <> 'D' THEN 'I' WHEN g.first_kind <> 'I' THEN 'D' END AS op,
+       CASE WHEN g.last_d IS NULL AND g.first_kind <> 'I' THEN g.base ELSE '{{}}'::jsonb END
+         || coalesce(m.img, '{{}}'::jsonb) AS final
+FROM g LEFT JOIN m USING (key)
+"""
+
+
+def _keyexpr(image: str, pk: list[str], fallback: str | None = None) -> sql.Composable:
+    parts = []
+    for c in pk:
+        e = sql.SQL("{}->{}").format(sql.SQL(image), sql.Literal(c))
+        if fallback:
+            e = sql.SQL("coalesce({}, {}->{})").format(e, sql.SQL(fallback), sql.Literal(c))
+        parts.append(e)
+    return sql.SQL("jsonb_build_array({})").format(sql.SQL(", ").join(parts))
+
+
+def _value(tp: TablePlan, image: str, col: str) -> sql.Composable:
+    e = sql.SQL("{}->{}").format(sql.SQL(image), sql.Literal(col))
+    if tp.fold.columns.get(col) == "bytea":  # wal2json sends bytea as bare hex
+        return sql.SQL("to_jsonb('\\x' || ({}->>{}))").format(sql.SQL(image), sql.Literal(col))
+    return e
+
+
+def _pairs(tp: TablePlan, st: Stage) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    for j, c in enumerate(st.sources):
+        key = c in tp.fold.pk
+        n = sql.SQL("CASE WHEN op = 'D' THEN {b} ELSE {f} END" if key else
+                    "CASE WHEN op = 'D' THEN NULL ELSE {f} END").format(
+            b=_value(tp, "base", c), f=_value(tp, "final", c))
+        x = sql.SQL("to_jsonb(CASE op WHEN 'I' THEN final ? {c} WHEN 'U' THEN {chg} ELSE false END)").format(
+            c=sql.Literal(c), chg=sql.SQL("false" if key else "final->{c} IS DISTINCT FROM base->{c}").format(
+                c=sql.Literal(c)))
+        out.append(sql.SQL("jsonb_build_object({nj}, {n}, {bj}, {b}, {xj}, {x})").format(
+            nj=sql.Literal(f"n{j}"), n=n, bj=sql.Literal(f"b{j}"), b=_value(tp, "base", c),
+            xj=sql.Literal(f"x{j}"), x=x))
+    return out
+
+
+def stage(conn: psycopg.Connection, tp: TablePlan, n: int) -> Stage:
+    """Fold relation `tp` in the server and fill its staging table (no-op updates left out)."""
+    f = tp.fold
+    assert isinstance(f, SqlTableFold)
+    sources = list(tp.colmap)
+    st = Stage(tp, f"_pgcarry_stage_{n}", [tp.colmap[c] for c in sources], sources)
+    create(conn, st)
+    net = _id(f"_pgcarry_net_{n}")
+    conn.execute(sql.SQL(_NET).format(net=net, raw=_id(RAW), okey=_keyexpr("old", f.pk),
+                                      nkey=_keyexpr("new", f.pk, "old")),
+                 {"rel": f.relation, "after": f.truncate_ord or 0})
+    nonkey = [c for c in sources if c not in f.pk]
+    changed = sql.SQL(" OR ").join(
+        sql.SQL("final->{c} IS DISTINCT FROM base->{c}").format(c=sql.Literal(c)) for c in nonkey
+    ) if nonkey else sql.SQL("false")
+    row = sql.SQL("jsonb_build_object('op', op, 'lsn', lsn, 'sig', 0) || ") + sql.SQL(" || ").join(
+        _pairs(tp, st))
+    conn.execute(sql.SQL("INSERT INTO {s} SELECT (jsonb_populate_record(NULL::{s}, {row})).* FROM {net} "
+                         "WHERE op IS NOT NULL AND (op <> 'U' OR {chg})").format(
+        s=st.ident, row=row, net=net, chg=changed))
+    _summarise(conn, st, f, net)
+    return st
+
+
+def _summarise(conn: psycopg.Connection, st: Stage, f: SqlTableFold, net: sql.Identifier) -> None:
+    counts = dict(conn.execute(sql.SQL("SELECT coalesce(op, 'vanished'), count(*) FROM {} GROUP BY 1")
+                               .format(net)).fetchall())
+    staged = dict(conn.execute(sql.SQL("SELECT op, count(*) FROM {} GROUP BY 1").format(st.ident))
+                  .fetchall())
+    f.vanished = counts.get("vanished", 0)
+    f.net = {INSERT: staged.get("I", 0), UPDATE: staged.get("U", 0), DELETE: staged.get("D", 0),
+             "noop": counts.get("U", 0) - staged.get("U", 0)}
+    st.rows = sum(staged.values())
+    xs = sql.SQL(", ").join(sql.SQL("coalesce(bool_or({}), false)").format(_id(f"x{j}"))
+                            for j in range(len(st.columns)))
+    flags = conn.execute(sql.SQL("SELECT {} FROM {} WHERE op = 'U'").format(xs, st.ident)).fetchone()
+    st.changed = {c for c, hit in zip(st.columns, flags or ()) if hit}
+    pats = conn.execute(sql.SQL("SELECT DISTINCT ARRAY[{}] FROM {} WHERE op = 'I'").format(
+        sql.SQL(", ").join(_id(f"x{j}") for j in range(len(st.columns))), st.ident)).fetchall()
+    for (pat,) in pats:
+        st.signatures[frozenset(c for c, p in zip(st.sources, pat) if p)] = len(st.signatures)
+    conn.execute(sql.SQL("ANALYZE {}").format(st.ident))
