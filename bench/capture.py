@@ -23,6 +23,8 @@ from pgcarry.capture.replication import SESSION_OPTIONS  # noqa: E402
 from pgcarry.localpg import LocalCluster  # noqa: E402
 from pgcarry.pgtools import pg_tool  # noqa: E402
 
+import capture_kafka  # noqa: E402  (the Kafka log's rows, kept apart)
+
 
 def pgcarry(workdir: Path, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "pgcarry", *args], cwd=workdir,
@@ -53,6 +55,7 @@ def recvlogical(dsn: str, options: dict[str, str], endpos: str, out: Path) -> fl
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--no-kafka", action="store_true", help="skip the Kafka log rows")
     args = ap.parse_args()
     with LocalCluster("bench") as cluster, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -63,6 +66,7 @@ def main() -> int:
             conn.execute("ALTER TABLE orders REPLICA IDENTITY FULL")
         (work / "pgcarry.toml").write_text(f'[source]\ndsn = "{dsn}"\n[log]\npath = "log.db"\n')
         pgcarry(work, "start")
+        kafka = None if args.no_kafka else capture_kafka.setup(dsn, work)
         manifest = json.loads(pgcarry(work, "status", "--json", "--offline"))
         assert manifest["manifest"]
         options = json.loads(subprocess.run(
@@ -87,6 +91,8 @@ def main() -> int:
         print(f"pgcarry capture (SQLite log): {t_carry:.2f}s ({out['changes']} changes, "
               f"{out['transactions']} transactions)")
         print(f"ratio pgcarry / pg_recvlogical: {t_carry / t_recv:.2f} (target <= 1.5)")
+        if kafka is not None:
+            capture_kafka.drain(kafka, endpos, args.rows, t_recv, t_carry)
     return 0
 
 
