@@ -1,0 +1,74 @@
+"""`pgcarry cutover`: fence, drain, back up, drop the slot, overwrite production with the test
+database, replay, unmask, verify, unfence — one command, resumable after any failure."""
+
+from __future__ import annotations
+
+import argparse
+
+from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
+from pgcarry.errors import ConfigError, VerifyError
+
+NAME = "cutover"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    p = sub.add_parser(NAME, help="overwrite production with the test database and replay the log")
+    add_common(p)
+    p.add_argument("--from", dest="test", required=True, help="the test database's DSN")
+    p.add_argument("--fence", choices=["read-only", "none"], default="read-only",
+                   help="read-only (default): default_transaction_read_only for every login role; "
+                        "none: writes are fenced already")
+    p.add_argument("--yes", action="store_true", help="really do it (the overwrite is destructive)")
+    p.add_argument("--dry-run", action="store_true", help="print the phases and the replay plan")
+    return p
+
+
+def _render(rep: dict) -> None:  # type: ignore[type-arg]
+    print_table(["phase", "status", "seconds"], [[p["phase"], p["status"], p["seconds"]]
+                                                  for p in rep["phases"]])
+    print(f"\ndowntime (fence to unfence): {rep['downtime_seconds']} s")
+    if rep["backup"]:
+        print(f"backup: {rep['backup']}")
+    for f in (rep.get("verify") or {}).get("failed", []):
+        print(f"verify FAILED: {f}")
+
+
+def _dry_run(cfg, test: str, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+    from pgcarry.cutover.phases import PHASES, STATE_KEY
+    from pgcarry.replay import replay
+    from pgcarry.replay.report import render
+
+    with log_for(cfg, readonly=True) as log:
+        done = {k for k, v in ((log.get_state(STATE_KEY) or {}).get("phases") or {}).items()
+                if v.get("status") == "done"}
+        rep = replay(cfg, log, test, dry_run=True)
+    todo = [p for p in PHASES if p not in done]
+    if as_json:
+        print_json({"phases": todo, "done": sorted(done), "plan": rep.as_dict()})
+    else:
+        print("would run: " + " -> ".join(todo))
+        print("replay plan (against the test database, as production will be after the overwrite):")
+        render(rep, print_table)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Overwrite production with the test database and replay the log, in resumable phases."""
+    from pgcarry.cutover.phases import Cutover
+
+    cfg = load_config(args)
+    if args.dry_run:
+        return _dry_run(cfg, args.test, args.json)
+    if not args.yes:
+        raise ConfigError("cutover fences and overwrites production",
+                          hint="check it with --dry-run (or `pgcarry rehearse`), then pass --yes")
+    with log_for(cfg) as log, log.lock():
+        cut = Cutover(cfg, log, args.test, fence=args.fence, say=(lambda s: None) if args.json else progress)
+        try:
+            rep = cut.run()
+        except VerifyError:
+            rep = cut.report()
+            print_json(rep) if args.json else _render(rep)
+            raise
+    print_json(rep) if args.json else _render(rep)
+    return 0

@@ -1,0 +1,1 @@
+"""Cutover: fence, drain, back up, overwrite, replay, unmask, verify, unfence — resumable phases."""

@@ -1,0 +1,93 @@
+"""PII guard: before the overwrite, production's masked columns (with primary keys) are kept in the
+`pgcarry_unmask` schema; after replay they are written back by primary key to every row that
+existed in production, and `check` proves no masked value survived on such a row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgcarry.schemas.manifest import Manifest
+
+SCHEMA = "pgcarry_unmask"
+
+
+def _masked(manifest: Manifest) -> list[Any]:
+    return [t for t in manifest.tables.values() if t.masked_columns and t.primary_key]
+
+
+def _side(t: Any) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(t.qualified))
+
+
+def _table(t: Any) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(t.schema_name), sql.Identifier(t.name))
+
+
+def save(dsn: str, manifest: Manifest) -> dict[str, int]:
+    """Keep production's masked values by primary key (one transaction; re-runnable)."""
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        for t in _masked(manifest):
+            cols = sql.SQL(", ").join(map(sql.Identifier, t.primary_key + t.masked_columns))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_side(t)))
+            cur = conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
+                _side(t), cols, _table(t)))
+            out[t.qualified] = cur.rowcount
+    return out
+
+
+def _join(t: Any) -> sql.Composable:
+    return sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c))
+                                 for c in t.primary_key)
+
+
+def _present(conn: psycopg.Connection, t: Any) -> list[str]:
+    """The masked columns the target table still has."""
+    rows = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                        "AND attnum > 0 AND NOT attisdropped",
+                        (_table(t).as_string(conn),)).fetchall()
+    return [c for c in t.masked_columns if c in {r[0] for r in rows}]
+
+
+def restore(dsn: str, manifest: Manifest) -> dict[str, int]:
+    """Write production's values back over the masked ones; rows updated per table."""
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        for t in _masked(manifest):
+            cols = _present(conn, t)
+            if not cols:
+                continue
+            sets = sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols)
+            differ = sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(
+                c=sql.Identifier(c)) for c in cols)
+            cur = conn.execute(sql.SQL(
+                "UPDATE {} t SET {} FROM {} s WHERE {} AND ({})").format(
+                    _table(t), sets, _side(t), _join(t), differ))
+            out[t.qualified] = cur.rowcount
+    return out
+
+
+def check(dsn: str, manifest: Manifest) -> dict[str, int]:
+    """Rows of production whose masked columns differ from production's values (want all 0)."""
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        for t in _masked(manifest):
+            cols = _present(conn, t)
+            if not cols:
+                continue
+            differ = sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(
+                c=sql.Identifier(c)) for c in cols)
+            (n,) = conn.execute(sql.SQL("SELECT count(*) FROM {} t JOIN {} s ON {} WHERE {}").format(
+                _table(t), _side(t), _join(t), differ)).fetchone()  # type: ignore[misc]
+            out[t.qualified] = n
+    return out
+
+
+def discard(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
