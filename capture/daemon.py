@@ -85,6 +85,7 @@ class Capture:
         self._conn: psycopg2.extensions.connection | None = None
         self._cur: psycopg2.extras.ReplicationCursor | None = None
         self._in_txn = False
+        self._duplicate = False
         self._seq = 0
         self._unsynced = 0
         self._last_sync = time.monotonic()
@@ -147,22 +148,25 @@ class Capture:
             self.log.append(change)
             self._seq += 1
             self._unsynced += 1
-            self.progress.changes += 1
-            if self.metrics:
-                self.metrics.change(change.relation, action)
+            if not self._duplicate:
+                self.progress.changes += 1
+                if self.metrics:
+                    self.metrics.change(change.relation, action)
             return
         doc = json.loads(raw)
         if action == "B":
             self._in_txn = True
             self._seq = 0
-            self.log.begin(int(doc["xid"]), Lsn.parse(doc["nextlsn"]))
+            # a transaction re-sent after a restart is stored once; count it once too
+            self._duplicate = not self.log.begin(int(doc["xid"]), Lsn.parse(doc["nextlsn"]))
         elif action == "C":
             self.log.commit(doc.get("timestamp"))
             self._in_txn = False
-            self.progress.transactions += 1
             self._advance(Lsn(msg.data_start))
-            if self.metrics:
-                self.metrics.commit(doc.get("timestamp"))
+            if not self._duplicate and self._seq > 0:  # empty transactions are not counted
+                self.progress.transactions += 1
+                if self.metrics:
+                    self.metrics.commit(doc.get("timestamp"))
         # "M" (logical decoding messages) are not captured
 
     def _advance(self, lsn: Lsn) -> None:

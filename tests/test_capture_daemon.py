@@ -132,3 +132,38 @@ def test_drop_needs_yes(source_dsn, workdir):
     assert query(source_dsn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgcarry'") == [(0,)]
     missing = cli(workdir, "drop", "--yes", check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def _wait_count(workdir, table, n, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while cli_json(workdir, "status", "--offline")["tables"][table]["insert"] < n:
+        assert time.monotonic() < deadline, f"{table} never reached {n} inserts"
+        time.sleep(0.2)
+
+
+def test_metrics_and_reconnect_after_source_restart(source_cluster, source_dsn, workdir):
+    import urllib.request
+
+    from pgcarry.localpg import free_port
+
+    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY)")
+    write_config(workdir, source_dsn)
+    cli(workdir, "start", "--set-replica-identity")
+    port = free_port()
+    proc = spawn(workdir, "capture", "--metrics-port", str(port))
+    try:
+        _wait_running(workdir, proc)
+        execute(source_dsn, "INSERT INTO t VALUES (1), (2), (3)")
+        _wait_count(workdir, "public.t", 3)
+        source_cluster.restart("immediate")  # the daemon must reconnect and lose nothing
+        execute(source_dsn, "INSERT INTO t VALUES (4)", "INSERT INTO t VALUES (5)")
+        _wait_count(workdir, "public.t", 5)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'pgcarry_changes_total{operation="insert",table="public.t"} 5.0' in metrics
+        assert "pgcarry_transactions_total 3.0" in metrics
+        assert "pgcarry_confirmed_lsn " in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert sorted(c.new["id"] for _, c in logged_changes(workdir)) == [1, 2, 3, 4, 5]
