@@ -31,6 +31,32 @@ def _drops(dsn: str, schemas: list[str]) -> str:
         return "\n".join(q.as_string(conn) for q in out)
 
 
+def _keep_access(dsn: str, schemas: list[str]) -> str:
+    """Production's owners and grants on the captured relations, re-applied after the restore to
+    each relation that still exists (the test dump carries neither)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner), pg_get_userbyid(a.grantee), "
+            "a.privilege_type, a.is_grantable FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN LATERAL aclexplode(c.relacl) a ON a.grantee <> 0 AND a.grantee <> c.relowner "
+            "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S')",
+            (schemas,)).fetchall()
+        out = []
+        for s, t, owner, grantee, priv, grantable in rows:
+            rel = sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(t))
+            stmts = [sql.SQL("ALTER TABLE {} OWNER TO {}").format(rel, sql.Identifier(owner))]
+            if grantee:
+                stmts.append(sql.SQL("GRANT {} ON {} TO {}{}").format(
+                    sql.SQL(priv), rel, sql.Identifier(grantee),
+                    sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+            for st in stmts:
+                body = sql.SQL("BEGIN IF to_regclass({}) IS NOT NULL THEN EXECUTE {}; END IF; END").format(
+                    sql.Literal(rel.as_string(conn)), sql.Literal(st.as_string(conn)))
+                out.append(sql.SQL("DO {};").format(sql.Literal(body.as_string(conn))).as_string(conn))
+        return "\n".join(dict.fromkeys(out))
+
+
 def _script(dump_dir: Path, out: Path) -> None:
     """The dump as SQL with --clean, without CREATE/DROP/COMMENT of the schemas themselves."""
     listing = subprocess.run([pg_tool("pg_restore"), "-l", str(dump_dir)],
@@ -51,5 +77,6 @@ def overwrite(prod_dsn: str, test_dsn: str, schemas: list[str], jobs: int = 2) -
         dump(test_dsn, None, schemas, folder / "dump", jobs)
         _script(folder / "dump", folder / "restore.sql")
         wrapper = folder / "overwrite.sql"
-        wrapper.write_text(_drops(prod_dsn, schemas) + f"\n\\i {folder / 'restore.sql'}\n")
+        wrapper.write_text(_drops(prod_dsn, schemas) + f"\n\\i {folder / 'restore.sql'}\n"
+                           + _keep_access(prod_dsn, schemas) + "\n")
         run_tool("psql", ["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-f", str(wrapper)], prod_dsn)
