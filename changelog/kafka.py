@@ -63,6 +63,7 @@ class KafkaLog(ChangeLog):
         self._state_pos = 0
         self._open: Lsn | None = None
         self._xid = 0
+        self._txn_headers: list[tuple[str, bytes]] = []
         self._skip = self._begun = False
         self._n = 0
         self._counts: dict[str, dict[str, int]] = {}
@@ -121,12 +122,12 @@ class KafkaLog(ChangeLog):
             self._buf, self._buf_bytes = [], 0
 
     def _headers(self, kind: bytes, *extra: tuple[str, bytes]) -> list[tuple[str, bytes]]:
-        assert self._open is not None
-        return [("type", kind), ("commit_lsn", str(self._open).encode()), ("xid", b"%d" % self._xid), *extra]
+        return [("type", kind), *self._txn_headers, *extra]
 
     def begin(self, xid: int, commit_lsn: Lsn) -> bool:
         self._writable()
         self._open, self._xid, self._n, self._begun = commit_lsn, xid, 0, False
+        self._txn_headers = [("commit_lsn", str(commit_lsn).encode()), ("xid", b"%d" % xid)]
         self._counts = {}
         i = bisect_left(self._written, commit_lsn.value)
         self._skip = i < len(self._written) and self._written[i] == commit_lsn.value
