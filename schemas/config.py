@@ -81,7 +81,12 @@ class KafkaConfig(_Model):
     create_topic: bool = True
     replication_factor: int = 1
     min_insync_replicas: int = 1
-    security: dict[str, Any] = Field(default_factory=dict)
+    security: dict[str, Any] = Field(default_factory=dict)  # aiokafka client options, ${ENV} expanded
+
+    @field_validator("security")
+    @classmethod
+    def _expand_security(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return {k: _dsn(x) if isinstance(x, str) else x for k, x in v.items()}
 
 
 class LogConfig(_Model):
