@@ -116,7 +116,7 @@ class Cutover:
     def _replay(self) -> Any:
         rep = replay(self.cfg, self.log, self.prod)
         d = rep.as_dict()
-        return {"status": rep.status, "conflicts": len(d.get("conflicts") or []),
+        return {"status": rep.status, "conflicts": (d.get("conflicts") or [])[:200],
                 "applied": d.get("applied")}
 
     def _unmask(self) -> Any:

@@ -27,17 +27,29 @@ def _table(t: Any) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(t.schema_name), sql.Identifier(t.name))
 
 
-def save(dsn: str, manifest: Manifest) -> dict[str, int]:
-    """Keep production's masked values by primary key (one transaction; re-runnable)."""
+def save(dsn: str, manifest: Manifest, into: str | None = None) -> dict[str, int]:
+    """Keep production's masked values by primary key in `into` (default: production itself),
+    in one transaction of `into`; re-runnable."""
     out = {}
-    with psycopg.connect(dsn) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    with psycopg.connect(dsn) as src, psycopg.connect(into or dsn) as dst:
+        dst.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
         for t in _masked(manifest):
-            cols = sql.SQL(", ").join(map(sql.Identifier, t.primary_key + t.masked_columns))
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_side(t)))
-            cur = conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {} FROM {}").format(
-                _side(t), cols, _table(t)))
-            out[t.qualified] = cur.rowcount
+            names = t.primary_key + t.masked_columns
+            cols = sql.SQL(", ").join(map(sql.Identifier, names))
+            types = dict(src.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = to_regclass(%s) AND attnum > 0", (_table(t).as_string(src),)))
+            dst.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_side(t)))
+            dst.execute(sql.SQL("CREATE TABLE {} ({})").format(_side(t), sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in names)))
+            n = 0
+            with src.cursor().copy(sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
+                    cols, _table(t))) as cin, dst.cursor().copy(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(_side(t), cols)) as cout:
+                for chunk in cin:
+                    cout.write(chunk)
+                    n += bytes(chunk).count(b"\n")
+            out[t.qualified] = n
     return out
 
 

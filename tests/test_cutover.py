@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import threading
+import time
 
 import psycopg
 import pytest
@@ -15,8 +17,10 @@ import pytest
 from pgcarry import shop
 from pgcarry.cutover.demo import MASKS
 from pgcarry.schemas.dsn import with_options
-from tests.helpers import cli, execute, query, write_config
+from pgcarry.changelog.sqlite import SQLiteLog
+from tests.helpers import cli, execute, query, spawn, write_config
 
+COUPONS = '\n[replay.tables."public.coupons"]\ninsert-exists = "target-wins"\n'
 PROD_ONLY = ["profiles", "orders", "order_items", "order_shipping", "order_payments", "user_coupons"]
 
 
@@ -48,7 +52,7 @@ def prepared(source_dsn, target_dsn, workdir):
         c.execute(f'CREATE ROLE "{role}" LOGIN')
         c.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
         c.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
-    write_config(workdir, source_dsn, slot="cutover_t", extra=shop.POLICY_TOML + MASKS)
+    write_config(workdir, source_dsn, slot="cutover_t", extra=shop.POLICY_TOML + MASKS + COUPONS)
     cli(workdir, "start", "--copy-to", target_dsn, "--set-replica-identity")
     return with_options(source_dsn, user=role)
 
@@ -98,3 +102,80 @@ def test_cutover_with_traffic_fence_resume_and_unmask(source_dsn, target_dsn, wo
     execute(app, "INSERT INTO coupons (code, discount) VALUES ('AFTER', 1)")  # unfenced
     again = json.loads(cli(workdir, "cutover", "--from", target_dsn, "--yes", "--json").stdout)
     assert again["complete"] and again["backup"] == backup  # nothing repeated
+
+
+def _slot_lsn(dsn):
+    return query(dsn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cutover_t'")
+
+
+def _both_sides(source_dsn, target_dsn):
+    with psycopg.connect(source_dsn, autocommit=True) as c:
+        shop.traffic(c, random.Random(3))
+        c.execute("INSERT INTO coupons (id, code, discount) VALUES (1001, 'PROD-1001', 7)")
+    execute(target_dsn, "INSERT INTO coupons (id, code, discount) VALUES (1001, 'TEST-1001', 3)",
+            "UPDATE products SET title = title || ' v2' WHERE id <= 3")
+
+
+def test_rehearse_touches_nothing_and_predicts_the_conflicts(source_dsn, target_dsn, workdir, prepared):
+    _both_sides(source_dsn, target_dsn)
+    cli(workdir, "capture", "--until", "current")
+    lsn = _slot_lsn(source_dsn)
+    with psycopg.connect(source_dsn) as c:
+        before = shop.checksum(c)
+    rep = json.loads(cli(workdir, "rehearse", "--from", target_dsn, "--json").stdout)
+    assert rep["ok"] and not rep["kept"] and rep["expected_downtime_seconds"] > 0
+    assert [(c["table"], c["key"]) for c in rep["conflicts"]] == [("public.coupons", [1001])]
+    assert _slot_lsn(source_dsn) == lsn
+    with psycopg.connect(source_dsn) as c:
+        assert shop.checksum(c) == before
+    assert query(source_dsn, "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgcarry_rehearse%'"
+                 ) == [(0,)]
+    out = json.loads(cli(workdir, "cutover", "--from", target_dsn, "--yes", "--json").stdout)
+    replayed = next(p for p in out["phases"] if p["phase"] == "replay")["detail"]
+    assert replayed["conflicts"] == rep["conflicts"]
+    assert query(source_dsn, "SELECT code FROM coupons WHERE id = 1001") == [("TEST-1001",)]
+
+
+def _state(workdir):
+    log = SQLiteLog(workdir / "pgcarry-log.db")
+    try:
+        return (log.get_state("cutover") or {}).get("phases", {})
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("phase", ["overwrite", "replay"])
+def test_kill_during_a_phase_then_resume(source_dsn, target_dsn, workdir, prepared, phase):
+    _both_sides(source_dsn, target_dsn)
+    before = _snapshot(source_dsn)
+    proc = spawn(workdir, "cutover", "--from", target_dsn, "--yes")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _state(workdir).get(phase, {}).get("status") == "running":
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "the cutover ended before it could be killed"
+    assert _state(workdir)[phase]["status"] == "running"
+    out = json.loads(cli(workdir, "cutover", "--from", target_dsn, "--yes", "--json").stdout)
+    assert out["complete"]
+    rec = next(p for p in out["phases"] if p["phase"] == phase)
+    assert rec["status"] == "done"
+    after = _snapshot(source_dsn)
+    for t in PROD_ONLY:
+        assert after[t] == before[t], t
+    assert query(source_dsn, "SELECT count(*) FROM pgcarry.replay_journal") == [(1,)]
+    assert query(source_dsn, "SELECT code FROM coupons WHERE id = 1001") == [("TEST-1001",)]
+
+
+def test_verify_failure_leaves_production_fenced(source_dsn, target_dsn, workdir, prepared):
+    _both_sides(source_dsn, target_dsn)
+    with open(workdir / "pgcarry.toml", "a") as f:
+        f.write('\n[[verify.assert]]\nname = "impossible"\nsql = "SELECT false"\n')
+    res = cli(workdir, "cutover", "--from", target_dsn, "--yes", check=False)
+    assert res.returncode == 5
+    assert "production stays fenced" in res.stderr and "pg_restore --clean" in res.stderr
+    assert "pgcarry-backups" in res.stdout and "verify FAILED: assertion impossible" in res.stdout
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        execute(prepared, "INSERT INTO coupons (code, discount) VALUES ('FENCED', 1)")
