@@ -153,6 +153,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
     say = progress or (lambda _text: None)
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)
     with psycopg.connect(to) as conn:
+        conn.execute("SET LOCAL work_mem = '256MB'")  # the fold and staging sorts stay in memory
         if not dry_run:
             journal.ensure(conn)
             _replica_role(conn)

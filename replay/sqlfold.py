@@ -92,31 +92,32 @@ def _columns(conn: psycopg.Connection, folds: dict[str, SqlTableFold]) -> None:
 
 _NET = """
 CREATE TEMP TABLE {net} ON COMMIT DROP AS
-WITH r AS (
+WITH r AS MATERIALIZED (
   SELECT ord, lsn, action,
          (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'identity') c) AS old,
          (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'columns') c) AS new
   FROM {raw} WHERE rel = %(rel)s AND action <> 'T' AND ord > %(after)s
-), k AS (
+), k AS MATERIALIZED (
   SELECT r.*, {okey} AS okey, {nkey} AS nkey FROM r
-), ev AS (
+), ev AS MATERIALIZED (
   SELECT nkey AS key, ord * 2 AS pos, lsn, 'I' AS kind, new AS img, NULL::jsonb AS old
     FROM k WHERE action = 'I'
   UNION ALL SELECT okey, ord * 2, lsn, 'D', NULL, old FROM k WHERE action = 'D'
   UNION ALL SELECT okey, ord * 2, lsn, 'U', new, old FROM k WHERE action = 'U' AND okey = nkey
   UNION ALL SELECT okey, ord * 2, lsn, 'D', NULL, old FROM k WHERE action = 'U' AND okey <> nkey
   UNION ALL SELECT nkey, ord * 2 + 1, lsn, 'I', old || new, NULL FROM k WHERE action = 'U' AND okey <> nkey
-), g AS (
-  SELECT key, (array_agg(kind ORDER BY pos))[1] AS first_kind,
+), g AS MATERIALIZED (
+  SELECT key, count(*) AS n, (array_agg(kind ORDER BY pos))[1] AS first_kind,
          (array_agg(kind ORDER BY pos DESC))[1] AS last_kind,
          (array_agg(old ORDER BY pos))[1] AS base,
+         (array_agg(img ORDER BY pos))[1] AS img,
          max(pos) FILTER (WHERE kind = 'D') AS last_d, max(lsn) AS lsn
   FROM ev GROUP BY key
 ), m AS (
   SELECT key, jsonb_object_agg(col, val) AS img FROM (
     SELECT DISTINCT ON (ev.key, j.key) ev.key, j.key AS col, j.value AS val
     FROM ev JOIN g USING (key), jsonb_each(ev.img) j
-    WHERE ev.img IS NOT NULL AND (g.last_d IS NULL OR ev.pos > g.last_d)
+    WHERE g.n > 1 AND ev.img IS NOT NULL AND (g.last_d IS NULL OR ev.pos > g.last_d)
     ORDER BY ev.key, j.key, ev.pos DESC) x
   GROUP BY key
 )
@@ -124,7 +125,7 @@ SELECT g.key, g.lsn, g.base,
        CASE WHEN g.first_kind <> 'I' AND g.last_kind <> 'D' THEN 'U'
             WHEN g.last_kind <> 'D' THEN 'I' WHEN g.first_kind <> 'I' THEN 'D' END AS op,
        CASE WHEN g.last_d IS NULL AND g.first_kind <> 'I' THEN g.base ELSE '{{}}'::jsonb END
-         || coalesce(m.img, '{{}}'::jsonb) AS final
+         || coalesce(CASE WHEN g.n = 1 THEN g.img ELSE m.img END, '{{}}'::jsonb) AS final
 FROM g LEFT JOIN m USING (key)
 """
 
@@ -179,8 +180,9 @@ def stage(conn: psycopg.Connection, tp: TablePlan, n: int) -> Stage:
     ) if nonkey else sql.SQL("false")
     row = sql.SQL("jsonb_build_object('op', op, 'lsn', lsn, 'sig', 0) || ") + sql.SQL(" || ").join(
         _pairs(tp, st))
-    conn.execute(sql.SQL("INSERT INTO {s} SELECT (jsonb_populate_record(NULL::{s}, {row})).* FROM {net} "
-                         "WHERE op IS NOT NULL AND (op <> 'U' OR {chg})").format(
+    # LATERAL: `(f(x)).*` would call f once per output column
+    conn.execute(sql.SQL("INSERT INTO {s} SELECT p.* FROM {net} n, LATERAL jsonb_populate_record("
+                         "NULL::{s}, {row}) p WHERE n.op IS NOT NULL AND (n.op <> 'U' OR {chg})").format(
         s=st.ident, row=row, net=net, chg=changed))
     _summarise(conn, st, f, net)
     return st
