@@ -36,11 +36,13 @@ def _local_broker() -> LocalKafka:
         r = subprocess.run(["bash", str(ROOT / "scripts/fetch-kafka.sh")], capture_output=True, text=True, timeout=900)
         if r.returncode != 0:
             _unavailable(f"scripts/fetch-kafka.sh failed: {r.stderr[-2000:]}")
-    k = LocalKafka()
+    k = None
     try:
+        k = LocalKafka()
         return k.start()
     except Exception as e:
-        k.destroy()
+        if k is not None:
+            k.destroy()
         _unavailable(str(e))
         raise
 
