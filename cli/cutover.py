@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p.add_argument("--fence", choices=["read-only", "none"], default="read-only",
                    help="read-only (default): default_transaction_read_only for every login role; "
                         "none: writes are fenced already")
+    p.add_argument("--fence-cmd", help="shell command that fences writes (e.g. a maintenance flag); "
+                   "implies the fence mode `cmd`")
+    p.add_argument("--unfence-cmd", help="shell command run after verify passed, to lift the fence")
     p.add_argument("--yes", action="store_true", help="really do it (the overwrite is destructive)")
     p.add_argument("--dry-run", action="store_true", help="print the phases and the replay plan")
     return p
@@ -63,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("cutover fences and overwrites production",
                           hint="check it with --dry-run (or `pgcarry rehearse`), then pass --yes")
     with log_for(cfg) as log, log.lock():
-        cut = Cutover(cfg, log, args.test, fence=args.fence, say=(lambda s: None) if args.json else progress)
+        mode = "cmd" if args.fence_cmd or args.unfence_cmd else args.fence
+        cut = Cutover(cfg, log, args.test, fence=mode, commands=(args.fence_cmd, args.unfence_cmd),
+                      say=(lambda s: None) if args.json else progress)
         try:
             rep = cut.run()
         except VerifyError:

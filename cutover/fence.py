@@ -5,12 +5,14 @@ pgcarry's own sessions pass `-c default_transaction_read_only=off` (client optio
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgcarry.schemas.dsn import with_options
+from pgcarry.errors import PgcarryError
+from pgcarry.schemas.dsn import redact, with_options
 
 SETTING = "default_transaction_read_only"
 
@@ -56,8 +58,18 @@ def apply(dsn: str, saved: dict[str, Any]) -> int:
             "AND backend_type = 'client backend'").fetchone()[0])  # type: ignore[index]
 
 
+def run_cmd(cmd: str, what: str) -> None:
+    """Run the user's --fence-cmd/--unfence-cmd through the shell; a failure stops the cutover."""
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)  # noqa: S602 - user's own
+    if proc.returncode != 0:
+        tail = redact(proc.stderr.strip()).splitlines()[-3:]
+        raise PgcarryError(f"{what} command failed (exit {proc.returncode}): " + " | ".join(tail))
+
+
 def unfence(dsn: str, saved: dict[str, Any]) -> None:
-    """Restore each role's previous setting in the database (or reset it)."""
+    """Restore each role's previous setting in the database (or reset it), or run --unfence-cmd."""
+    if saved.get("mode") == "cmd" and saved.get("unfence_cmd"):
+        run_cmd(saved["unfence_cmd"], "unfence")
     if saved.get("mode") != "read-only":
         return
     with psycopg.connect(writable(dsn), autocommit=True) as conn:

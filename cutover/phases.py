@@ -33,13 +33,15 @@ STATE_KEY = "cutover"
 
 class Cutover:
     def __init__(self, cfg: Config, log: ChangeLog, test_dsn: str, *, fence: str = "read-only",
-                 say: Callable[[str], None] = lambda s: None, fail_before: str | None = None) -> None:
+                 say: Callable[[str], None] = lambda s: None, fail_before: str | None = None,
+                 commands: tuple[str | None, str | None] = (None, None)) -> None:
         self.cfg, self.log, self.test, self.fence_mode, self.say = cfg, log, test_dsn, fence, say
         self.prod = fence_mod.writable(cfg.source.dsn)
         self.manifest = log.read_manifest()
         if self.manifest is None:
             raise LogError("the change log has no manifest", hint="run `pgcarry start` first")
         self.state: dict[str, Any] = log.get_state(STATE_KEY) or {"phases": {}}
+        self.commands = commands
         self.fail_before = fail_before or os.environ.get("PGCARRY_CUTOVER_FAIL_BEFORE")
 
     # -- state -------------------------------------------------------------------------------
@@ -67,6 +69,11 @@ class Cutover:
     def _fence(self) -> Any:
         if self.fence_mode == "none":
             saved: dict[str, Any] = {"mode": "none"}
+        elif self.fence_mode == "cmd":
+            saved = self.state["fence"] = {"mode": "cmd", "unfence_cmd": self.commands[1]}
+            self._save()
+            if self.commands[0]:
+                fence_mod.run_cmd(self.commands[0], "fence")
         else:
             saved = self.state.get("fence") or fence_mod.remember(self.prod)
             self.state["fence"] = saved

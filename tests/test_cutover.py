@@ -179,3 +179,32 @@ def test_verify_failure_leaves_production_fenced(source_dsn, target_dsn, workdir
     assert "pgcarry-backups" in res.stdout and "verify FAILED: assertion impossible" in res.stdout
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         execute(prepared, "INSERT INTO coupons (code, discount) VALUES ('FENCED', 1)")
+
+
+def test_fence_and_unfence_commands(source_dsn, target_dsn, workdir, prepared):
+    _both_sides(source_dsn, target_dsn)
+    out = json.loads(cli(workdir, "cutover", "--from", target_dsn, "--yes", "--json",
+                         "--fence-cmd", "echo on > fence.flag",
+                         "--unfence-cmd", "echo off > fence.flag").stdout)
+    assert out["complete"] and (workdir / "fence.flag").read_text() == "off\n"
+    assert query(source_dsn, "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d "
+                 "ON d.oid = s.setdatabase WHERE d.datname = current_database()") == [(0,)]
+    execute(prepared, "INSERT INTO coupons (code, discount) VALUES ('OPEN', 1)")
+
+
+def test_unfence_restores_previous_role_settings(source_dsn, prepared):
+    from pgcarry.cutover import fence
+
+    role = psycopg.conninfo.conninfo_to_dict(prepared)["user"]
+    db = psycopg.conninfo.conninfo_to_dict(source_dsn)["dbname"]
+    execute(source_dsn, f'ALTER ROLE "{role}" IN DATABASE "{db}" SET default_transaction_read_only = off')
+    saved = fence.remember(source_dsn)
+    assert saved["previous"][role] == "off" and saved["previous"]["postgres"] is None
+    fence.apply(source_dsn, saved)
+    assert query(prepared, "SHOW default_transaction_read_only") == [("on",)]
+    assert query(fence.writable(source_dsn), "SHOW default_transaction_read_only") == [("off",)]
+    fence.unfence(source_dsn, saved)
+    assert query(prepared, "SHOW default_transaction_read_only") == [("off",)]
+    assert query(source_dsn, "SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r "
+                 "ON r.oid = s.setrole JOIN pg_database d ON d.oid = s.setdatabase "
+                 "WHERE r.rolname = 'postgres' AND d.datname = %s", (db,)) == []
