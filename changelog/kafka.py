@@ -13,6 +13,7 @@ import tempfile
 from array import array
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,52 @@ def default_topic(slot: str) -> str:
     return f"pgcarry-{slot}"
 
 
+_JSON = json.JSONDecoder()
+
+
 def record_key(change: Change) -> bytes:
-    """``schema.table:pk`` (composite keys comma-separated; TRUNCATE has none). Only a label: the
-    log's order and identity come from the headers, so plain float parsing is good enough here."""
-    doc = change.__dict__.get("_doc") or json.loads(change.raw)
-    names = [p["name"] for p in doc.get("pk") or ()]
-    if not names:
-        return f"{change.relation}:".encode()
-    image = doc.get("identity") if change.action == DELETE else doc.get("columns") or doc.get("identity")
-    values = {c["name"]: c.get("value") for c in image or () if c["name"] in names}
-    return f"{change.relation}:{','.join(str(values.get(n)) for n in names)}".encode()
+    """``schema.table:pk`` (composite keys comma-separated; TRUNCATE has none). A label only: the
+    log's order and identity come from the headers, so plain float parsing is good enough."""
+    values = _pk_values(change.raw, change.action)
+    if values is None:
+        values = _pk_values_parsed(change.raw, change.action)
+    return f"{change.relation}:{','.join(str(v) for v in values)}".encode()
+
+
+def _pk_values(raw: str, action: str) -> list[Any] | None:
+    """The key values found in wal2json v2's fixed layout (columns, then identity, then pk) without
+    parsing the whole row; None where the layout is not the expected one."""
+    at = raw.rfind('"pk":[')
+    if at < 0:
+        return []
+    start = raw.find('"identity":[' if action == DELETE else '"columns":[')
+    if start < 0:
+        return None
+    values = []
+    try:
+        for needle in _needles(raw[at + 5:]):
+            i = raw.find(needle, start, at)
+            j = raw.find('"value":', i, at) if i >= 0 else -1
+            if j < 0:
+                return None
+            values.append(_JSON.raw_decode(raw, j + 8)[0])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return values
+
+
+@lru_cache(maxsize=1024)
+def _needles(pk_json: str) -> tuple[str, ...]:
+    """For each key column, the text its entry in an image starts with."""
+    names = [c["name"] for c in _JSON.raw_decode(pk_json)[0]]
+    return tuple('{"name":' + json.dumps(n, ensure_ascii=False) + ',"type":' for n in names)
+
+
+def _pk_values_parsed(raw: str, action: str) -> list[Any]:
+    doc = json.loads(raw)
+    image = doc.get("identity") if action == DELETE else doc.get("columns") or doc.get("identity")
+    values = {c["name"]: c.get("value") for c in image or ()}
+    return [values.get(p["name"]) for p in doc.get("pk") or ()]
 
 
 class KafkaLog(ChangeLog):
