@@ -111,6 +111,7 @@ class KafkaLog(ChangeLog):
         self._written = array("Q")  # commit LSNs complete in the topic or sent: begin() skips them
         self._durable: Lsn | None = None
         if not readonly:
+            self._check_retention()
             self._refresh()
             self._written.extend(sorted(self._index.complete))
             self._durable = self._index.last_lsn()
@@ -135,6 +136,18 @@ class KafkaLog(ChangeLog):
             policy = {"cleanup.policy": "compact"} if name == self.state_topic else {
                 "cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
             self._io.create_topic(name, cfg.replication_factor, {**common, **policy})
+
+    def _check_retention(self) -> None:
+        """Refuse to capture into a topic that may delete or compact changes before the cutover."""
+        conf = self._io.topic_config(self.topic)
+        bad = [f"{k}={conf.get(k)}" for k in ("retention.ms", "retention.bytes") if conf.get(k) != "-1"]
+        if "compact" in conf.get("cleanup.policy", ""):
+            bad.append(f"cleanup.policy={conf['cleanup.policy']}")
+        if bad:
+            raise LogError(
+                f"topic {self.topic} may delete captured changes ({', '.join(bad)})",
+                hint="set retention.ms=-1, retention.bytes=-1 and cleanup.policy=delete on it",
+            )
 
     @property
     def lock_path(self) -> Path:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -90,6 +91,19 @@ class KafkaIO:
                 await admin.close()
 
         self.run(go())
+
+    def topic_config(self, name: str) -> dict[str, str]:
+        async def go() -> dict[str, str]:
+            admin = AIOKafkaAdminClient(**self._opts)
+            await admin.start()
+            try:
+                (resp,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+            finally:
+                await admin.close()
+            (res,) = resp.to_object()["resources"]
+            return {e["config_names"]: e["config_value"] for e in res["config_entries"]}
+
+        return self.run(go())
 
     # -- producing -----------------------------------------------------------------------------
     def _on_delivery(self, fut: asyncio.Future[Any]) -> None:

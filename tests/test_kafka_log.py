@@ -12,6 +12,7 @@ import pytest
 
 from pgcarry.changelog import open_log
 from pgcarry.changelog.kafka import BUFFER_BYTES, KafkaLog
+from pgcarry.changelog.kafka_io import KafkaIO
 from pgcarry.errors import LogError, LogUnavailableError
 from pgcarry.schemas.change import Change
 from pgcarry.schemas.config import LogConfig
@@ -207,6 +208,18 @@ def test_summary_counts(kafka_broker):
 def test_missing_topic_is_an_error(kafka_broker):
     with pytest.raises(LogError, match="does not exist"):
         KafkaLog(kafka_config(kafka_broker.bootstrap), slot="s")
+
+
+def test_topic_with_finite_retention_is_refused(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    io = KafkaIO(cfg.bootstrap_servers, {})
+    try:
+        io.create_topic(cfg.topic or "", 1, {"retention.ms": str(7 * 86400_000)})
+    finally:
+        io.close()
+    with pytest.raises(LogError, match=r"may delete captured changes \(retention.ms=604800000\)"):
+        KafkaLog(cfg, slot="s", create=True)
+    KafkaLog(cfg, slot="s", readonly=True).close()  # reading what is there is fine
 
 
 @pytest.mark.slow
