@@ -170,15 +170,19 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             conn.rollback()
             rep.status = "nothing"
             return rep
+        say(f"read {stats['changes']} changes in {stats['transactions']} transactions")
         rep.plan = p = _plan(conn, cfg, log, folds)
         p.first_lsn, p.last_lsn = stats["first"], stats["last"]
         p.transactions, p.changes = stats["transactions"], stats["changes"]
         if not dry_run:
             plan_mod.raise_blocking(p)
-        stages = [stage.load(conn, tp, i, say) if mode == "txn" else sqlfold.stage(conn, tp, i)
-                  for i, tp in enumerate(p.ordered())]
-        for st in stages:
+        stages = []
+        for i, tp in enumerate(p.ordered()):
+            st = stage.load(conn, tp, i, say) if mode == "txn" else sqlfold.stage(conn, tp, i)
+            say(f"staged {tp.relation}: {st.rows} net rows")
             p.conflicts += detect(conn, st)
+            say(f"checked {tp.relation} for conflicts")
+            stages.append(st)
         if dry_run:
             conn.rollback()
             rep.duration_ms = int((time.monotonic() - started) * 1000)
