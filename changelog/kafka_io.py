@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ MAX_RECORD_BYTES = 64 << 20  # a wal2json change with large TOASTed values fits
 BATCH_BYTES = 1 << 20
 FETCH_RECORDS = 2000
 CLOSE_TIMEOUT = 15.0
+READ_STALL = 60.0  # seconds without progress before a read gives up
 _SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
 
 
@@ -208,9 +210,15 @@ class KafkaIO:
             return got.get(tp, []), await consumer.position(tp)
 
         try:
-            pos = start
+            pos, moved = start, time.monotonic()
             while pos < end:  # by position: control records and compaction leave offset gaps
-                chunk, pos = self.run(fetch())
+                chunk, now_at = self.run(fetch())
+                if now_at > pos:
+                    pos, moved = now_at, time.monotonic()
+                elif time.monotonic() - moved > READ_STALL:
+                    raise LogUnavailableError(
+                        f"kafka sent nothing for {READ_STALL:.0f}s at offset {pos} of {topic}",
+                        bootstrap=self.bootstrap)
                 chunk = [r for r in chunk if r.offset < end]
                 if chunk:
                     yield chunk

@@ -267,3 +267,8 @@ def test_broker_outage_pauses_writes_and_loses_nothing(private_kafka):
         log.close()
     with KafkaLog(cfg, slot="s", readonly=True) as reader:
         assert as_tuples(reader) == expected(txns)
+    private_kafka.stop()
+    started = time.monotonic()
+    with pytest.raises(LogUnavailableError, match="kafka unreachable"):
+        KafkaLog(cfg, slot="s", readonly=True)  # `status` with the broker away: an error, not a hang
+    assert time.monotonic() - started < 90
