@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -140,6 +142,20 @@ class DaemonLock:
         finally:
             os.close(fd)
         return None
+
+    def stop_holder(self, timeout: float = 120.0) -> int | None:
+        """SIGTERM the daemon holding the lock and wait until it released it (its last batch is
+        then durable and confirmed). Returns its pid, or None when no daemon ran."""
+        pid = self.held_by_other()
+        if pid is None or pid <= 0:
+            return None
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.held_by_other() is not None:
+            if time.monotonic() > deadline:
+                raise LogError(f"the capture daemon (pid {pid}) did not stop within {timeout:.0f}s")
+            time.sleep(0.1)
+        return pid
 
     def __enter__(self) -> DaemonLock:
         return self.acquire()

@@ -65,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes:
         raise ConfigError("cutover fences and overwrites production",
                           hint="check it with --dry-run (or `pgcarry rehearse`), then pass --yes")
-    with log_for(cfg) as log, log.lock():
+    with log_for(cfg) as log:
+        stopped = log.lock().stop_holder()
+        if stopped is not None and not args.json:
+            progress(f"stopped the capture daemon (pid {stopped}); the cutover drains the slot itself")
+        lock = log.lock().acquire()
         mode = "cmd" if args.fence_cmd or args.unfence_cmd else args.fence
         cut = Cutover(cfg, log, args.test, fence=mode, commands=(args.fence_cmd, args.unfence_cmd),
                       say=(lambda s: None) if args.json else progress)
@@ -75,5 +79,7 @@ def run(args: argparse.Namespace) -> int:
             rep = cut.report()
             print_json(rep) if args.json else _render(rep)
             raise
+        finally:
+            lock.release()
     print_json(rep) if args.json else _render(rep)
     return 0

@@ -208,3 +208,19 @@ def test_unfence_restores_previous_role_settings(source_dsn, prepared):
     assert query(source_dsn, "SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r "
                  "ON r.oid = s.setrole JOIN pg_database d ON d.oid = s.setdatabase "
                  "WHERE r.rolname = 'postgres' AND d.datname = %s", (db,)) == []
+
+
+def test_cutover_stops_a_running_capture_daemon_first(source_dsn, target_dsn, workdir, prepared):
+    daemon = spawn(workdir, "capture")
+    deadline = time.monotonic() + 30
+    while not json.loads(cli(workdir, "status", "--json", "--offline").stdout)["daemon"]["running"]:
+        assert daemon.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    with psycopg.connect(prepared, autocommit=True) as c:
+        rng = random.Random(9)
+        users = [r[0] for r in c.execute("SELECT id::text FROM profiles")]
+        order = shop.place_order(c, rng, rng.choice(users))
+    done = cli(workdir, "cutover", "--from", target_dsn, "--yes")
+    assert f"stopped the capture daemon (pid {daemon.pid})" in done.stderr
+    assert daemon.wait(timeout=30) == 0
+    assert query(source_dsn, "SELECT count(*) FROM orders WHERE id::text = %s", (str(order),)) == [(1,)]
