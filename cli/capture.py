@@ -9,7 +9,8 @@ import time
 
 from pgcarry.capture.daemon import Capture, slot_position
 from pgcarry.cli.common import add_common, load_config, log_for, print_json
-from pgcarry.errors import ConfigError, LogError
+from pgcarry.changelog.integrity import NEW_T0, note_slot
+from pgcarry.errors import ConfigError, LogError, LogIncompleteError, SlotError
 from pgcarry.schemas.lsn import Lsn
 
 NAME = "capture"
@@ -69,7 +70,15 @@ def run(args: argparse.Namespace) -> int:
                              daemon=True).start()
         cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest.plugin_options, metrics)
         t0 = time.monotonic()
-        prog = cap.run(until=until, stop=stopping.is_set)
+        try:
+            prog = cap.run(until=until, stop=stopping.is_set)
+        except SlotError as e:
+            lost = note_slot(changelog, cfg.source.dsn, cfg.source.slot)
+            if lost is None:
+                raise
+            raise LogIncompleteError(
+                f"replication slot {cfg.source.slot!r} was lost ({lost['reason']}); the change log is "
+                f"complete only up to {lost.get('last_lsn') or 'its last position'}", hint=NEW_T0) from e
         changelog.set_state("capture", {"confirmed": str(prog.confirmed) if prog.confirmed else None,
                                         "stopped_at": time.time()})
     out = {

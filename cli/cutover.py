@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from pgcarry.changelog import integrity
 from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
 from pgcarry.errors import ConfigError, VerifyError
 
@@ -21,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p.add_argument("--fence-cmd", help="shell command that fences writes (e.g. a maintenance flag); "
                    "implies the fence mode `cmd`")
     p.add_argument("--unfence-cmd", help="shell command run after verify passed, to lift the fence")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="experts: cut over with a log whose slot was lost (changes after it are lost)")
     p.add_argument("--yes", action="store_true", help="really do it (the overwrite is destructive)")
     p.add_argument("--dry-run", action="store_true", help="print the phases and the replay plan")
     return p
@@ -36,12 +39,13 @@ def _render(rep: dict) -> None:  # type: ignore[type-arg]
         print(f"verify FAILED: {f}")
 
 
-def _dry_run(cfg, test: str, as_json: bool) -> int:  # type: ignore[no-untyped-def]
+def _dry_run(cfg, test: str, as_json: bool, allow_incomplete: bool) -> int:  # type: ignore[no-untyped-def]
     from pgcarry.cutover.phases import PHASES, STATE_KEY
     from pgcarry.replay import replay
     from pgcarry.replay.report import render
 
     with log_for(cfg, readonly=True) as log:
+        integrity.check(cfg, log, allow_incomplete=allow_incomplete)
         done = {k for k, v in ((log.get_state(STATE_KEY) or {}).get("phases") or {}).items()
                 if v.get("status") == "done"}
         rep = replay(cfg, log, test, dry_run=True)
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     if args.dry_run:
-        return _dry_run(cfg, args.test, args.json)
+        return _dry_run(cfg, args.test, args.json, args.allow_incomplete)
     if not args.yes:
         raise ConfigError("cutover fences and overwrites production",
                           hint="check it with --dry-run (or `pgcarry rehearse`), then pass --yes")
@@ -70,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         if stopped is not None and not args.json:
             progress(f"stopped the capture daemon (pid {stopped}); the cutover drains the slot itself")
         lock = log.lock().acquire()
+        cut_state = (log.get_state("cutover") or {}).get("phases") or {}
+        integrity.check(cfg, log, allow_incomplete=args.allow_incomplete,
+                        source="overwrite" not in cut_state)
         mode = "cmd" if args.fence_cmd or args.unfence_cmd else args.fence
         cut = Cutover(cfg, log, args.test, fence=mode, commands=(args.fence_cmd, args.unfence_cmd),
                       say=(lambda s: None) if args.json else progress)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 import psycopg
 
-from pgcarry.cli.common import add_common, load_config, print_json
-from pgcarry.errors import SlotError
+from pgcarry.changelog.integrity import SLOT_DROPPED
+from pgcarry.cli.common import add_common, load_config, log_for, print_json
+from pgcarry.errors import LogError, SlotError
 
 NAME = "drop"
 
@@ -18,6 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p.add_argument("--source", help="source DSN (overrides [source] dsn)")
     p.add_argument("--yes", action="store_true", help="really drop it")
     return p
+
+
+def _remember(cfg, slot: str) -> None:  # type: ignore[no-untyped-def]
+    """Record in the log that the user dropped the slot on purpose (not a lost slot)."""
+    try:
+        with log_for(cfg) as log:
+            log.set_state(SLOT_DROPPED, {"slot": slot, "at": time.time()})
+    except LogError:
+        pass  # no log here: nothing to record
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             raise SlotError(f"replication slot {slot!r} is in use by pid {row[0]}",
                             hint="stop `pgcarry capture` first")
         conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    _remember(cfg, slot)
     if args.json:
         print_json({"dropped": slot})
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from pgcarry.changelog import integrity
 from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
 from pgcarry.errors import VerifyError
 
@@ -16,6 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     add_common(p)
     p.add_argument("--from", dest="test", required=True, help="the test database's DSN")
     p.add_argument("--scratch", help="use this (empty) database instead of creating one on production")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="experts: rehearse with a log whose slot was lost")
     p.add_argument("--keep", action="store_true", help="keep the scratch database afterwards")
     return p
 
@@ -26,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     with log_for(cfg, readonly=True) as log:
+        integrity.check(cfg, log, allow_incomplete=args.allow_incomplete)
         rep = rehearse(cfg, log, args.test, scratch=args.scratch, keep=args.keep,
                        say=(lambda s: None) if args.json else progress)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pgcarry.changelog import integrity
 from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress, progress_done
 from pgcarry.errors import ConfigError
 from pgcarry.replay import replay
@@ -20,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
                    "txn: transaction by transaction in commit order")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (counts, order, conflicts, schema drift); write nothing")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="experts: replay a log whose slot was lost (changes after it are missing)")
     return p
 
 
@@ -30,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if not to:
         raise ConfigError("no target database", hint="pass --to DSN")
     with log_for(cfg, readonly=True) as log:
+        integrity.check(cfg, log, allow_incomplete=args.allow_incomplete)
         rep = replay(cfg, log, to, dry_run=args.dry_run,
                      progress=None if args.json else progress)
     if not args.json:

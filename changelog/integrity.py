@@ -1,0 +1,78 @@
+"""Whether a change log can be trusted to hold every change: it belongs to this slot and this
+source, and its slot was never lost. replay, rehearse and cutover refuse an incomplete log unless
+the user passes --allow-incomplete; the first verb that sees a loss records it in the log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from pgcarry.changelog.base import ChangeLog
+from pgcarry.errors import LogError, LogIncompleteError
+from pgcarry.schemas.config import Config
+from pgcarry.schemas.manifest import Manifest
+
+SLOT_LOST = "slot_lost"
+SLOT_DROPPED = "slot_dropped"
+NEW_T0 = ("take a new T0 (`pgcarry drop --yes`, a new log path, `pgcarry start`), or pass "
+          "--allow-incomplete to replay what the log holds (changes after its last position are missing)")
+
+
+def _dropped_by_us(log: ChangeLog) -> bool:
+    cut = (log.get_state("cutover") or {}).get("phases") or {}
+    return bool(log.get_state(SLOT_DROPPED)) or cut.get("drop-slot", {}).get("status") == "done"
+
+
+def note_slot(log: ChangeLog, dsn: str, slot: str) -> dict[str, Any] | None:
+    """Look at the slot on the source; record and return the loss when it is lost or gone."""
+    from pgcarry.capture.status import slot_state
+
+    s = slot_state(dsn, slot)
+    if s["exists"] and not s["lost"]:
+        return None
+    if not s["exists"] and _dropped_by_us(log):
+        return None
+    lost = log.get_state(SLOT_LOST)
+    if lost is None:
+        lost = {"slot": slot, "reason": "wal_status = lost" if s["exists"] else "slot does not exist",
+                "last_lsn": s.get("confirmed_flush_lsn"), "seen_at": time.time()}
+        log.set_state(SLOT_LOST, lost)
+    return dict(lost)
+
+
+def _same_source(manifest: Manifest, dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("SELECT system_identifier::text, current_database() "
+                           "FROM pg_control_system()").fetchone()
+    assert row is not None
+    if (row[0], row[1]) != (manifest.system_identifier, manifest.database):
+        raise LogError(
+            f"the change log was taken from database {manifest.database!r} of system "
+            f"{manifest.system_identifier}, but [source] is {row[1]!r} of system {row[0]}",
+            hint="point --config at this log's own pgcarry.toml, or [log] path at this source's log")
+
+
+def check(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False, source: bool = True
+          ) -> Manifest:
+    """The manifest, after refusing a log of another slot or source, or one whose slot was lost."""
+    manifest = log.read_manifest()
+    if manifest is None:
+        raise LogError("the change log has no manifest", hint="run `pgcarry start` first")
+    if manifest.slot != cfg.source.slot:
+        raise LogError(f"the change log belongs to slot {manifest.slot!r}, not {cfg.source.slot!r}",
+                       hint="use the config this log was started with")
+    if source and cfg.source.dsn:
+        try:
+            _same_source(manifest, cfg.source.dsn)
+            note_slot(log, cfg.source.dsn, cfg.source.slot)
+        except psycopg.OperationalError:
+            pass  # source unreachable: the log's own record decides
+    lost = log.get_state(SLOT_LOST)
+    if lost and not allow_incomplete:
+        raise LogIncompleteError(
+            f"the change log is incomplete: replication slot {lost['slot']!r} was lost "
+            f"({lost['reason']}); changes after {lost.get('last_lsn') or 'its last position'} "
+            "were never captured", hint=NEW_T0)
+    return manifest
