@@ -62,6 +62,9 @@ class ChangeLog(ABC):
     def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
         """Complete transactions with commit LSN > `after`, in commit order, changes in sequence."""
 
+    def check_integrity(self) -> None:  # noqa: B027 - a backend without its own check
+        """Raise LogError when the stored log is damaged."""
+
     @abstractmethod
     def summary(self) -> LogSummary:
         """Counts per relation and action over the complete transactions."""

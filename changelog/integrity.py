@@ -57,6 +57,7 @@ def _same_source(manifest: Manifest, dsn: str) -> None:
 def check(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False, source: bool = True
           ) -> Manifest:
     """The manifest, after refusing a log of another slot or source, or one whose slot was lost."""
+    log.check_integrity()
     manifest = log.read_manifest()
     if manifest is None:
         raise LogError("the change log has no manifest", hint="run `pgcarry start` first")

@@ -81,7 +81,8 @@ class SQLiteLog(ChangeLog):
                 self._check_version()
             self._db.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.DatabaseError as e:
-            raise LogError(f"change log {self.path} is not a readable pgcarry log: {e}") from None
+            raise LogError(f"change log {self.path} is damaged or not a pgcarry log: {e}",
+                           hint="nothing was applied; restore the log file from a copy") from None
         self._txn_id: int | None = None
         self._skip = False
         self._rows: list[tuple[Any, ...]] = []
@@ -188,6 +189,15 @@ class SQLiteLog(ChangeLog):
         return self._durable
 
     # -- reading -----------------------------------------------------------------------------
+    def check_integrity(self) -> None:
+        try:
+            bad = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as e:
+            bad = [str(e)]
+        if bad != ["ok"]:
+            raise LogError(f"change log {self.path} is damaged: {'; '.join(bad)}",
+                           hint="nothing was applied; restore the log file from a copy, or take a new T0")
+
     def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
         floor = after.value if after is not None else -1
         reader = sqlite3.connect(self.path, isolation_level=None)
@@ -200,6 +210,9 @@ class SQLiteLog(ChangeLog):
             )
             for tid, xid, commit, ctime, n in txns:
                 yield Transaction(xid, Lsn(commit), ctime, n, self._changes(reader, tid))
+        except sqlite3.DatabaseError as e:
+            raise LogError(f"change log {self.path} cannot be read: {e}",
+                           hint="nothing was applied; restore the log file from a copy") from None
         finally:
             reader.close()
 
@@ -210,8 +223,12 @@ class SQLiteLog(ChangeLog):
             "WHERE txn = ? ORDER BY seq",
             (tid,),
         )
-        for seq, lsn, action, schema, table, raw in cur:
-            yield Change(seq, Lsn(lsn), action, schema, table, raw)
+        try:
+            for seq, lsn, action, schema, table, raw in cur:
+                yield Change(seq, Lsn(lsn), action, schema, table, raw)
+        except sqlite3.DatabaseError as e:
+            raise LogError(f"change log cannot be read: {e}",
+                           hint="nothing was applied; restore the log file from a copy") from None
 
     def summary(self) -> LogSummary:
         s = LogSummary()

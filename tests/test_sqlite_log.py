@@ -74,7 +74,7 @@ def test_state_and_missing_or_foreign_files(tmp_path):
     with pytest.raises(LogError, match="does not exist"):
         SQLiteLog(tmp_path / "missing.db")
     (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(LogError, match="not a readable pgcarry log"):
+    with pytest.raises(LogError, match="is damaged or not a pgcarry log"):
         SQLiteLog(tmp_path / "junk.db")
 
 
