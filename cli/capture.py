@@ -18,8 +18,7 @@ NAME = "capture"
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(NAME, help="stream production changes into the change log (the daemon)")
-    add_common(p)
-    p.add_argument("--source", help="source DSN (overrides [source] dsn)")
+    add_common(p, source=True)
     p.add_argument("--until", help="'current' (the source's WAL position now) or an LSN X/X: "
                    "capture up to it, make it durable and exit")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")

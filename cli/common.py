@@ -15,10 +15,12 @@ from pgcarry.schemas.config import Config
 from pgcarry.schemas.lsn import Lsn
 
 
-def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True, source: bool = False) -> None:
     p.add_argument("--config", default=config_mod.DEFAULT_CONFIG, help="config file (default: %(default)s)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    if source:
+        p.add_argument("--source", help="source DSN (overrides [source] dsn)")
 
 
 def load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Config:

@@ -16,8 +16,7 @@ NAME = "drop"
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(NAME, help="drop the replication slot (the change log is kept)")
-    add_common(p)
-    p.add_argument("--source", help="source DSN (overrides [source] dsn)")
+    add_common(p, source=True)
     p.add_argument("--yes", action="store_true", help="really drop it")
     return p
 

@@ -14,8 +14,7 @@ NAME = "start"
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(NAME, help="T0: create the slot with an exported snapshot and take the test copy")
-    add_common(p)
-    p.add_argument("--source", help="source DSN (overrides [source] dsn)")
+    add_common(p, source=True)
     p.add_argument("--slot", help="replication slot name (overrides [source] slot)")
     p.add_argument("--copy-to", help="copy the captured schemas into this (empty) database")
     p.add_argument("--jobs", type=int, help="parallel pg_dump/pg_restore jobs (default: [copy] jobs)")

@@ -13,8 +13,7 @@ NAME = "status"
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(NAME, help="show what was captured, the slot's state and the daemon's health")
-    add_common(p)
-    p.add_argument("--source", help="source DSN (overrides [source] dsn)")
+    add_common(p, source=True)
     p.add_argument("--offline", action="store_true", help="read only the log, do not contact the source")
     return p
 
