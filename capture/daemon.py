@@ -98,8 +98,8 @@ class Capture:
         self._conn = replication.connect(self.dsn)
         self._cur = self._conn.cursor()
         try:
-            self._cur.start_replication(
-                slot_name=self.slot, decode=False, options=self.options,
+            self._cur.start_replication_expert(
+                replication.start_command(self.slot, self.options), decode=False,
                 status_interval=STATUS_INTERVAL,
             )
         except (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState) as e:

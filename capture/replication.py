@@ -38,11 +38,27 @@ def plugin_options(relations: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {**WAL2JSON_OPTIONS, "add-tables": add_tables(relations)}
 
 
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"  # the walsender grammar: no backslash escapes
+
+
+def start_command(slot: str, options: dict[str, str]) -> str:
+    """START_REPLICATION for the slot. Built here because psycopg2's start_replication() quotes the
+    option values as latin-1 and fails on a non-Latin table name in add-tables."""
+    opts = ", ".join(f"{_ident(k)} {_literal(v)}" for k, v in options.items())
+    return f"START_REPLICATION SLOT {_ident(slot)} LOGICAL 0/0" + (f" ({opts})" if opts else "")
+
+
 def connect(dsn: str) -> psycopg2.extensions.connection:
     """A replication connection; the password travels in the environment, never in argv/logs."""
     params = conninfo_to_dict(dsn)
     opts = params.get("options") or ""
     params["options"] = f"{opts} {SESSION_OPTIONS}".strip()
+    params["client_encoding"] = "UTF8"  # non-ASCII table names in add-tables (psycopg2: latin-1)
     params.setdefault("application_name", f"pgcarry-{os.getpid()}")
     return psycopg2.connect(
         make_conninfo(**params), connection_factory=psycopg2.extras.LogicalReplicationConnection
