@@ -1,7 +1,8 @@
 """Conflict detection: set-wise questions to the target about the staged effects.
 
 Row-level (a captured insert whose key exists, an update or delete whose row is gone), column-level
-(a column both production and the test side changed), and table-level (a captured TRUNCATE).
+(a column both production and the test side changed), table-level (a captured TRUNCATE), and
+values wal2json could not carry (NaN/±Infinity arrive as null).
 Each conflict carries table, key, LSN and the decision its policy takes.
 """
 
@@ -52,6 +53,28 @@ def _columns(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
     return out
 
 
+_SPECIAL = ("numeric", "decimal", "double precision", "real", "float")
+
+
+def lost_values(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
+    """A null that wal2json sent for a numeric/float column the target declares NOT NULL was NaN
+    or ±Infinity on production (JSON cannot carry them): writing null or failing later is wrong."""
+    tp, out = st.tp, []
+    assert tp.target is not None
+    notnull = {r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnotnull AND attnum > 0",
+        (tp.target.oid,))}
+    for src, col in zip(st.sources, st.columns):
+        if col not in notnull or not (tp.fold.columns.get(src) or "").startswith(_SPECIAL):
+            continue
+        q = sql.SQL("SELECT {k}, s.lsn FROM {s} s WHERE s.op IN ('I', 'U') AND {x} AND {n} IS NULL "
+                    "ORDER BY s.lsn").format(k=st.key_select(), s=st.ident, x=st.col("x", col),
+                                             n=st.col("n", col))
+        for *key, lsn in conn.execute(q):
+            out.append(Conflict(tp.relation, tuple(key), Lsn(lsn), "lost-value", "fail", col))
+    return out
+
+
 def truncates(tp: TablePlan) -> list[Conflict]:
     if tp.fold.truncated_at is None:
         return []
@@ -61,4 +84,4 @@ def truncates(tp: TablePlan) -> list[Conflict]:
 
 def detect(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
     """Every conflict of one staged relation, in LSN order per kind."""
-    return truncates(st.tp) + _rows(conn, st) + _columns(conn, st)
+    return truncates(st.tp) + _rows(conn, st) + _columns(conn, st) + lost_values(conn, st)

@@ -140,7 +140,13 @@ def _fail_on_conflicts(plan: Plan) -> None:
     more = f"; {len(fails) - 1} more in --dry-run" if len(fails) > 1 else ""
     rule = {"insert-exists": "insert-exists = \"source-wins\" or \"target-wins\"",
             "update-missing": "update-missing = \"skip\" or \"reinsert\"",
-            "delete-missing": "delete-missing = \"skip\"", "truncate": "truncate = \"apply\""}[c.kind]
+            "delete-missing": "delete-missing = \"skip\"", "truncate": "truncate = \"apply\""}.get(c.kind)
+    if rule is None:  # lost-value: production wrote NaN/±Infinity, which the log holds as null
+        raise ConflictError(
+            f"column {c.column} is null in the log but NOT NULL in the target: production wrote NaN "
+            f"or Infinity, which wal2json sends as null{more}", table=c.table, key=c.key, lsn=c.lsn,
+            hint="nothing was changed; on production set a finite value (it is captured), or drop "
+                 "NOT NULL on the target and fix the row after replay")
     raise ConflictError(f"{c.kind} conflict{more}", table=c.table, key=c.key, lsn=c.lsn,
                         hint=f"nothing was changed; set {rule} for the table in [replay.tables]")
 
