@@ -186,14 +186,50 @@ def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
     assert sorted(marker_copies(workdir)) == [lsn for _, lsn, _ in got]
 
 
+def _kafka_logged_changes(workdir: Path) -> list[tuple[int, object]]:
+    return [(xid, c) for xid, _, cs in logged(workdir) for c in cs]
+
+
+def _on_kafka(monkeypatch, module, bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    """Run another module's CLI test as written, with its config pointed at a Kafka topic."""
+
+    def kafka_write_config(workdir: Path, dsn: str, **kw: object) -> Path:
+        return use_kafka(write_config(workdir, dsn, **kw), bootstrap)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "write_config", kafka_write_config)
+    if hasattr(module, "logged_changes"):
+        monkeypatch.setattr(module, "logged_changes", _kafka_logged_changes)
+
+
 def test_shop_end_to_end_with_kafka_log(kafka_broker, source_dsn, target_dsn, workdir, monkeypatch):
     """The replay issue's shop scenario, word for word, with the log in Kafka instead of SQLite."""
     from tests import test_replay_shop as shop_test
 
-    def kafka_write_config(workdir: Path, dsn: str, **kw: object) -> Path:
-        return use_kafka(write_config(workdir, dsn, **kw), kafka_broker.bootstrap)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(shop_test, "write_config", kafka_write_config)
+    _on_kafka(monkeypatch, shop_test, kafka_broker.bootstrap)
     shop_test.test_shop_replay_carries_every_production_write(source_dsn, target_dsn, workdir)
     assert 'backend = "kafka"' in (workdir / "pgcarry.toml").read_text()
     assert not list(workdir.glob("*.db"))
+
+
+@pytest.mark.slow
+def test_kill_9_five_times_with_kafka_log(kafka_broker, source_dsn, workdir, monkeypatch):
+    from tests import test_capture_daemon as daemon_test
+
+    _on_kafka(monkeypatch, daemon_test, kafka_broker.bootstrap)
+    daemon_test.test_kill_9_five_times_loses_nothing_and_stores_nothing_twice(source_dsn, workdir)
+    assert not list(workdir.glob("*.db"))
+
+
+def test_sigterm_and_second_daemon_with_kafka_log(kafka_broker, source_dsn, workdir, monkeypatch):
+    from tests import test_capture_daemon as daemon_test
+
+    _on_kafka(monkeypatch, daemon_test, kafka_broker.bootstrap)
+    daemon_test.test_sigterm_finishes_durably_and_second_daemon_is_refused(source_dsn, workdir)
+
+
+@pytest.mark.slow
+def test_500k_row_transaction_with_kafka_log(kafka_broker, source_dsn, workdir, monkeypatch):
+    from tests import test_capture_daemon as daemon_test
+
+    _on_kafka(monkeypatch, daemon_test, kafka_broker.bootstrap)
+    daemon_test.test_one_big_transaction_is_not_held_in_memory(source_dsn, workdir)
