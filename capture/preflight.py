@@ -86,8 +86,10 @@ def _plugin_problem(conn: psycopg.Connection) -> Problem | None:
     return None
 
 
-def table_problems(rels: list[Relation], capture: CaptureConfig) -> tuple[list[Problem], list[Relation]]:
-    """Refusals for the captured relations, and the relations that only lack REPLICA IDENTITY FULL."""
+def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = False
+                   ) -> tuple[list[Problem], list[Relation]]:
+    """Refusals for the captured relations, and the relations that only lack REPLICA IDENTITY FULL
+    (with `fix`, a table without a primary key is one of those: FULL makes it capturable)."""
     out, need_full = [], []
     if not rels:
         out.append(Problem(
@@ -97,7 +99,9 @@ def table_problems(rels: list[Relation], capture: CaptureConfig) -> tuple[list[P
     for rel in rels:
         name = rel.qualified
         ident = rel.info.replica_identity
-        if not rel.capturable:
+        if not rel.capturable and fix and capture.identity.get(name) != "default":
+            need_full.append(rel)
+        elif not rel.capturable:
             out.append(Problem(
                 f"{name} has no primary key and REPLICA IDENTITY {ident.upper()}: "
                 "its UPDATEs and DELETEs would vanish from the stream",
@@ -114,7 +118,7 @@ def check(
     """Run every check; on success return the captured relations, else raise PreflightError."""
     problems = _server_problems(conn, slot)
     rels = relations(conn, capture)
-    table_refusals, need_full = table_problems(rels, capture)
+    table_refusals, need_full = table_problems(rels, capture, set_replica_identity)
     problems += table_refusals
     if not problems:
         plugin = _plugin_problem(conn)

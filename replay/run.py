@@ -17,7 +17,7 @@ from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay import apply, catalog, journal, sqlfold, stage, txn
+from pgcarry.replay import apply, catalog, journal, keyless, sqlfold, stage, txn
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.detect import detect
 from pgcarry.replay.fold import Folder, TableFold
@@ -167,11 +167,13 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         rep.after = str(after) if after else None
         stats: dict[str, Any] = {}
         txns: list[Transaction] = []
+        no_key: dict[str, Any] = {}
         if mode == "txn":
             folder, txns = _log_items(log, after, True, stats)
             folds: dict[str, TableFold] = folder.tables
         else:
             folds = dict(sqlfold.load_raw(conn, log.transactions(after), stats, say))
+            no_key = keyless.split(folds)  # type: ignore[arg-type]
         if not stats.get("transactions"):
             conn.rollback()
             rep.status = "nothing"
@@ -205,6 +207,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             rep.applied = txn.apply(conn, p, txns, say)
         else:
             rep.applied = _apply_net(conn, stages, say)
+            rep.applied.update(keyless.apply(conn, cfg, no_key))
         for rel in truncated:
             rep.applied.setdefault(rel, {})["truncate"] = 1
         rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))

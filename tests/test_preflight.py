@@ -54,12 +54,7 @@ def test_tables_and_slot_refused_then_fixed(source_dsn, workdir):
     assert "apply delta columns for: public.keyed -- fix: run `pgcarry start --set-replica-identity`" in err
     assert "optout" not in err.split("for:")[1].split("--")[0]
 
-    # --set-replica-identity does not fix a table without any key
-    err = _refusal(workdir, source_dsn, "--set-replica-identity")
-    assert "public.loose has no primary key" in err
-    assert query(source_dsn, "SELECT relreplident FROM pg_class WHERE relname = 'keyed'") == [("d",)]
-
-    execute(source_dsn, "ALTER TABLE loose REPLICA IDENTITY FULL")
+    # --set-replica-identity makes a table without any key capturable too (FULL; replayed as inserts)
     cli(workdir, "start", "--set-replica-identity")
     assert query(source_dsn, "SELECT relname, relreplident::text FROM pg_class WHERE relname IN "
                              "('keyed', 'loose', 'optout') ORDER BY 1") == [

@@ -1,0 +1,53 @@
+"""Relations without a primary key (REPLICA IDENTITY FULL, e.g. pgbench_history): nothing can fold
+their rows by key, so an insert-only one is replayed as plain inserts, once each, in commit order;
+an UPDATE, DELETE or TRUNCATE on one is refused with a clear error (mode `net` only)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from pgcarry.errors import ReplayError
+from pgcarry.replay import catalog
+from pgcarry.replay.sqlfold import RAW, SqlTableFold
+from pgcarry.schemas.change import INSERT
+from pgcarry.schemas.config import Config
+
+
+def split(folds: dict[str, SqlTableFold]) -> dict[str, SqlTableFold]:
+    """Take the keyless relations out of `folds`; refuse those that are not insert-only."""
+    out = {r: f for r, f in folds.items() if not f.pk}
+    for rel, f in out.items():
+        other = {a: n for a, n in f.captured.items() if a != INSERT and n}
+        if other:
+            raise ReplayError(
+                f"relation without a primary key has captured {', '.join(sorted(other))} changes",
+                table=rel, hint="add a primary key before start, or set `ignore = true` for the "
+                "table in [replay.tables]; only inserts can be replayed without a key")
+        del folds[rel]
+    return out
+
+
+def apply(conn: psycopg.Connection, cfg: Config, keyless: dict[str, SqlTableFold]
+          ) -> dict[str, dict[str, int]]:
+    """INSERT every captured row of each keyless relation into its target table."""
+    applied: dict[str, dict[str, int]] = {}
+    todo = {rel: cfg.replay.table(rel).rename_to or rel for rel in keyless
+            if not cfg.replay.table(rel).ignore}
+    targets = catalog.read_tables(conn, list(todo.values()))
+    for rel, trel in todo.items():
+        t = targets.get(trel)
+        if t is None:
+            raise ReplayError("the target has no such table", table=trel,
+                              hint=f"set rename-to or ignore = true for {rel} in [replay.tables]")
+        cols = [c for c in keyless[rel].columns if c in t.columns and not t.columns[c].generated]
+        ident = sql.Identifier(t.schema, t.name)
+        names = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+        cur = conn.execute(sql.SQL(
+            "INSERT INTO {t} ({c}) SELECT {pc} FROM {raw} r, LATERAL jsonb_populate_record(NULL::{t}, "
+            "(SELECT jsonb_object_agg(e->>'name', e->'value') FROM jsonb_array_elements(r.doc->'columns') e)"
+            ") p WHERE r.rel = %s AND r.action = 'I' ORDER BY r.ord").format(
+            t=ident, c=names, raw=sql.Identifier(RAW),
+            pc=sql.SQL(", ").join(sql.Identifier("p", c) for c in cols)), (rel,))
+        applied[trel] = {"insert": cur.rowcount}
+    return applied
