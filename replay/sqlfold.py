@@ -140,26 +140,38 @@ def _keyexpr(image: str, pk: list[str], fallback: str | None = None) -> sql.Comp
     return sql.SQL("jsonb_build_array({})").format(sql.SQL(", ").join(parts))
 
 
-def _value(tp: TablePlan, image: str, col: str) -> sql.Composable:
-    e = sql.SQL("{}->{}").format(sql.SQL(image), sql.Literal(col))
+_TYPES = """
+SELECT format_type(a.atttypid, a.atttypmod), coalesce(nullif(t.typbasetype, 0), t.oid)::regtype::text
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s) ORDER BY a.attnum
+"""
+
+
+def _value(tp: TablePlan, image: str, col: str, typ: tuple[str, str]) -> sql.Composable:
+    """The captured value as the target type: the input function reads wal2json's text, as
+    jsonb_populate_record would (json/jsonb keep the JSON value; JSON null is SQL NULL)."""
+    tname, base = sql.SQL(typ[0]), typ[1]
+    if base in ("json", "jsonb"):
+        return sql.SQL("nullif({}->{}, 'null')::{}").format(sql.SQL(image), sql.Literal(col), tname)
     if tp.fold.columns.get(col) == "bytea":  # wal2json sends bytea as bare hex
-        return sql.SQL("to_jsonb('\\x' || ({}->>{}))").format(sql.SQL(image), sql.Literal(col))
-    return e
+        return sql.SQL("('\\x' || ({}->>{}))::{}").format(sql.SQL(image), sql.Literal(col), tname)
+    return sql.SQL("({}->>{})::{}").format(sql.SQL(image), sql.Literal(col), tname)
 
 
-def _pairs(tp: TablePlan, st: Stage) -> list[sql.Composable]:
-    out: list[sql.Composable] = []
-    for j, c in enumerate(st.sources):
-        key = c in tp.fold.pk
+def _select(conn: psycopg.Connection, tp: TablePlan, st: Stage) -> list[sql.Composable]:
+    """Per target column j: n{j} (final value; a delete keeps only its key), b{j}, x{j}."""
+    names = [f"n{j}" for j in range(len(st.sources))]
+    types = conn.execute(_TYPES, (st.ident.as_string(conn), names)).fetchall()
+    out: list[sql.Composable] = [sql.SQL("op, lsn, 0")]
+    for c, typ in zip(st.sources, types):
+        key, b = c in tp.fold.pk, _value(tp, "base", c, typ)
         n = sql.SQL("CASE WHEN op = 'D' THEN {b} ELSE {f} END" if key else
                     "CASE WHEN op = 'D' THEN NULL ELSE {f} END").format(
-            b=_value(tp, "base", c), f=_value(tp, "final", c))
-        x = sql.SQL("to_jsonb(CASE op WHEN 'I' THEN final ? {c} WHEN 'U' THEN {chg} ELSE false END)").format(
+            b=b, f=_value(tp, "final", c, typ))
+        x = sql.SQL("CASE op WHEN 'I' THEN final ? {c} WHEN 'U' THEN {chg} ELSE false END").format(
             c=sql.Literal(c), chg=sql.SQL("false" if key else "final->{c} IS DISTINCT FROM base->{c}").format(
                 c=sql.Literal(c)))
-        out.append(sql.SQL("jsonb_build_object({nj}, {n}, {bj}, {b}, {xj}, {x})").format(
-            nj=sql.Literal(f"n{j}"), n=n, bj=sql.Literal(f"b{j}"), b=_value(tp, "base", c),
-            xj=sql.Literal(f"x{j}"), x=x))
+        out += [n, b, x]
     return out
 
 
@@ -178,12 +190,9 @@ def stage(conn: psycopg.Connection, tp: TablePlan, n: int) -> Stage:
     changed = sql.SQL(" OR ").join(
         sql.SQL("final->{c} IS DISTINCT FROM base->{c}").format(c=sql.Literal(c)) for c in nonkey
     ) if nonkey else sql.SQL("false")
-    row = sql.SQL("jsonb_build_object('op', op, 'lsn', lsn, 'sig', 0) || ") + sql.SQL(" || ").join(
-        _pairs(tp, st))
-    # LATERAL: `(f(x)).*` would call f once per output column
-    conn.execute(sql.SQL("INSERT INTO {s} SELECT p.* FROM {net} n, LATERAL jsonb_populate_record("
-                         "NULL::{s}, {row}) p WHERE n.op IS NOT NULL AND (n.op <> 'U' OR {chg})").format(
-        s=st.ident, row=row, net=net, chg=changed))
+    conn.execute(sql.SQL("INSERT INTO {s} SELECT {row} FROM {net} n WHERE n.op IS NOT NULL AND "
+                         "(n.op <> 'U' OR {chg})").format(
+        s=st.ident, row=sql.SQL(", ").join(_select(conn, tp, st)), net=net, chg=changed))
     _summarise(conn, st, f, net)
     return st
 
