@@ -21,7 +21,7 @@ import psycopg2.errors
 from pgcarry.capture import replication
 from pgcarry.capture.metrics import Metrics
 from pgcarry.changelog import ChangeLog
-from pgcarry.errors import LogUnavailableError, SlotError
+from pgcarry.errors import LogFullError, LogUnavailableError, SlotError
 from pgcarry.schemas.change import Change
 from pgcarry.schemas.dsn import redact
 from pgcarry.schemas.lsn import Lsn
@@ -231,6 +231,12 @@ class Capture:
                     break
                 if self.step() == 0 and until is not None:
                     self.request_position()
+            except LogFullError as e:
+                log.warning("change log cannot be written, confirming nothing; re-reading the slot in "
+                            "%.1fs: %s", backoff, e)
+                self.close()  # what was not durable is re-sent from the slot's confirmed position
+                self._in_txn, self.progress.position = False, self.progress.confirmed
+                backoff = self._wait(backoff, stop)
             except LogUnavailableError as e:
                 log.warning("change log unavailable, retrying in %.1fs: %s", backoff, e)
                 backoff = self._wait(backoff, stop)

@@ -7,16 +7,17 @@ not stored, but they still move the durable position.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pgcarry.changelog.base import ChangeLog, LogSummary
-from pgcarry.errors import LogError
+from pgcarry.errors import LogError, LogFullError
 from pgcarry.schemas.change import ACTION_NAMES, Change, Transaction
 from pgcarry.schemas.lsn import Lsn
 from pgcarry.schemas.manifest import Manifest
@@ -51,6 +52,24 @@ CREATE TABLE IF NOT EXISTS counts (
     PRIMARY KEY (relation, action)
 ) WITHOUT ROWID;
 """
+
+
+_FULL_CODES = (10, 13)  # SQLITE_IOERR (ENOSPC at write or fsync), SQLITE_FULL
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A disk-full or I/O error while writing becomes LogFullError after a rollback."""
+
+    @functools.wraps(fn)
+    def wrapper(self: SQLiteLog, *args: Any) -> Any:
+        try:
+            return fn(self, *args)
+        except sqlite3.OperationalError as e:
+            if (getattr(e, "sqlite_errorcode", 0) & 0xFF) not in _FULL_CODES:
+                raise
+            raise self._full(e) from None
+
+    return wrapper
 
 
 def _create_private(path: Path) -> None:
@@ -111,6 +130,19 @@ class SQLiteLog(ChangeLog):
         return self.path.with_name(self.path.name + ".lock")
 
     # -- writing -----------------------------------------------------------------------------
+    def _full(self, e: sqlite3.OperationalError) -> LogFullError:
+        """Roll back everything since the last sync(): the slot re-sends it."""
+        try:
+            if self._in_write:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self._in_write, self._rows, self._txn_id, self._skip = False, [], None, False
+        self._open = self._pending_commit = None
+        self._counts.clear()
+        return LogFullError(f"cannot write the change log {self.path}: {e}",
+                            hint="free space on its filesystem; capture resumes by itself")
+
     def _write(self) -> None:
         if not self._in_write:
             self._db.execute("BEGIN IMMEDIATE")
@@ -122,6 +154,7 @@ class SQLiteLog(ChangeLog):
             self._db.executemany("INSERT INTO changes VALUES (?,?,?,?,?,?,?)", self._rows)
             self._rows.clear()
 
+    @_guarded
     def begin(self, xid: int, commit_lsn: Lsn) -> bool:
         self._write()
         row = self._db.execute(
@@ -141,6 +174,7 @@ class SQLiteLog(ChangeLog):
         self._counts.clear()
         return True
 
+    @_guarded
     def append(self, change: Change) -> None:
         if self._skip:
             return
@@ -155,6 +189,7 @@ class SQLiteLog(ChangeLog):
         if len(self._rows) >= BATCH_ROWS:
             self._flush_rows()
 
+    @_guarded
     def commit(self, commit_time: str | None) -> None:
         if self._open is None:
             raise LogError("commit outside a transaction")
@@ -178,6 +213,7 @@ class SQLiteLog(ChangeLog):
         self._txn_id, self._skip = None, False
         self._counts.clear()
 
+    @_guarded
     def sync(self) -> Lsn | None:
         if self._in_write:
             self._flush_rows()

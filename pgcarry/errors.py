@@ -75,3 +75,8 @@ class VerifyError(PgcarryError):
 
 class LogUnavailableError(LogError):
     """The log cannot take writes right now (broker down, disk full); capture waits and retries."""
+
+
+class LogFullError(LogUnavailableError):
+    """A write to the log failed (disk full) and was rolled back to the last durable position:
+    capture re-reads the stream from the slot once the log takes writes again."""
