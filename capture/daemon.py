@@ -99,7 +99,7 @@ class Capture:
         self._cur = self._conn.cursor()
         try:
             self._cur.start_replication_expert(
-                replication.start_command(self.slot, self.options), decode=False,
+                replication.start_command(self.slot, self.options).as_string(self._conn), decode=False,
                 status_interval=STATUS_INTERVAL,
             )
         except (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState) as e:

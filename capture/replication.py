@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import psycopg2
 import psycopg2.extras
+from psycopg2 import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 # Value text must not depend on the server's or the client's defaults.
@@ -38,19 +39,16 @@ def plugin_options(relations: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {**WAL2JSON_OPTIONS, "add-tables": add_tables(relations)}
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"  # the walsender grammar: no backslash escapes
-
-
-def start_command(slot: str, options: dict[str, str]) -> str:
+def start_command(slot: str, options: dict[str, str]) -> sql.Composed:
     """START_REPLICATION for the slot. Built here because psycopg2's start_replication() quotes the
     option values as latin-1 and fails on a non-Latin table name in add-tables."""
-    opts = ", ".join(f"{_ident(k)} {_literal(v)}" for k, v in options.items())
-    return f"START_REPLICATION SLOT {_ident(slot)} LOGICAL 0/0" + (f" ({opts})" if opts else "")
+    cmd = sql.SQL("START_REPLICATION SLOT {} LOGICAL 0/0").format(sql.Identifier(slot))
+    if not options:
+        return cmd
+    opts = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in options.items()
+    )
+    return sql.SQL("{} ({})").format(cmd, opts)
 
 
 def connect(dsn: str) -> psycopg2.extensions.connection:
