@@ -64,6 +64,9 @@ def check(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False, source
     if manifest.slot != cfg.source.slot:
         raise LogError(f"the change log belongs to slot {manifest.slot!r}, not {cfg.source.slot!r}",
                        hint="use the config this log was started with")
+    from pgcarry.replay import policy_check  # the config's policies against what was captured
+
+    policy_check.check(cfg, manifest)
     if source and cfg.source.dsn:
         try:
             _same_source(manifest, cfg.source.dsn)

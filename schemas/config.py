@@ -12,10 +12,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pgcarry.errors import ConfigError
-from pgcarry.schemas.dsn import expand_env
+from pgcarry.schemas.dsn import expand_env, redact
 
 DEFAULT_CONFIG = "pgcarry.toml"
 DEFAULT_SLOT = "pgcarry"
@@ -39,11 +41,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True)
 
 
-def _dsn(value: str) -> str:
+def _env(value: str) -> str:
     try:
         return expand_env(value)
     except KeyError as e:
         raise ValueError(f"environment variable {e.args[0]} is not set") from None
+
+
+def _dsn(value: str) -> str:
+    dsn = _env(value)
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as e:
+        raise ValueError(f"not a libpq connection string or URI: {redact(str(e).strip())}") from None
+    ports = str(params.get("port") or "").split(",")
+    if any(p and not (p.isdigit() and 0 < int(p) < 65536) for p in ports):
+        raise ValueError("port must be a number from 1 to 65535")
+    return dsn
 
 
 class SourceConfig(_Model):
@@ -86,7 +100,7 @@ class KafkaConfig(_Model):
     @field_validator("security")
     @classmethod
     def _expand_security(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return {k: _dsn(x) if isinstance(x, str) else x for k, x in v.items()}
+        return {k: _env(x) if isinstance(x, str) else x for k, x in v.items()}
 
 
 class LogConfig(_Model):

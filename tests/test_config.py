@@ -21,7 +21,7 @@ def test_defaults_and_env_expansion(monkeypatch):
 def test_each_problem_is_one_line():
     with pytest.raises(ConfigError) as e:
         parse({
-            "source": {"dsn": "x", "slot": "Bad-Name", "colour": 1},
+            "source": {"dsn": "host=x", "slot": "Bad-Name", "colour": 1},
             "replay": {"insert-exists": "maybe"},
             "copy": {"jobs": "two"},
         }, origin="p.toml")
@@ -41,13 +41,13 @@ def test_missing_env_var_is_named(monkeypatch):
 
 
 def test_mask_rule_shapes():
-    cfg = parse({"source": {"dsn": "x"}, "mask": [
+    cfg = parse({"source": {"dsn": "host=x"}, "mask": [
         {"table": "public.p", "column": "card"},
         {"table": "public.p", "column": "email", "regex": "^(.{3}).*(@.*)", "replace": "\\1***\\2"},
     ]})
     assert cfg.mask[0].value == "MASKED" and cfg.mask[1].value is None
     with pytest.raises(ConfigError, match="regex"):
-        parse({"source": {"dsn": "x"}, "mask": [{"table": "t", "column": "c", "replace": "y"}]})
+        parse({"source": {"dsn": "host=x"}, "mask": [{"table": "t", "column": "c", "replace": "y"}]})
 
 
 def test_cli_bad_file_exit_2_without_traceback(tmp_path):
