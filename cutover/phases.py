@@ -83,6 +83,9 @@ class Cutover:
         return {"mode": saved["mode"], "terminated": saved.get("terminated", 0)}
 
     def _drain(self) -> Any:
+        lost = self.log.get_state("slot_lost")  # only with --allow-incomplete (the CLI refuses)
+        if lost:
+            return {"skipped": f"slot lost ({lost['reason']}); the log ends at {lost.get('last_lsn')}"}
         if not self.state.get("fence_lsn"):
             self.state["fence_lsn"] = str(slot_position(self.cfg.source.dsn, self.cfg.source.slot)[1])
             self._save()

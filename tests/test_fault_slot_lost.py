@@ -7,7 +7,7 @@ import pytest
 
 from pgcarry.changelog.sqlite import SQLiteLog
 from pgcarry.localpg import LocalCluster
-from tests.helpers import cli, execute, query, write_config
+from tests.helpers import cli, cli_json, execute, query, write_config
 
 
 @pytest.fixture(scope="module")
@@ -55,5 +55,9 @@ def test_lost_slot_is_loud_recorded_and_refused(small_wal_cluster, target_dsn, w
     assert query(target_dsn, "SELECT count(*) FROM t") == [(0,)]  # nothing applied
     assert query(src, "SELECT count(*) FROM pg_db_role_setting") == [(0,)]  # never fenced
 
-    cli(workdir, "replay", "--to", target_dsn, "--allow-incomplete")
-    assert query(target_dsn, "SELECT id, note FROM t ORDER BY id") == [(i, "before") for i in range(1, 11)]
+    # experts: the cutover goes ahead with what the log holds; later changes are lost, as warned
+    out = cli_json(workdir, "cutover", "--from", target_dsn, "--yes", "--allow-incomplete")
+    drain = next(p for p in out["phases"] if p["phase"] == "drain")
+    assert out["complete"] and drain["detail"]["skipped"].startswith("slot lost (wal_status = lost)")
+    assert query(src, "SELECT id, note FROM t ORDER BY id") == [(i, "before") for i in range(1, 11)]
+    assert query(src, "SELECT count(*) FROM pg_replication_slots") == [(0,)]
