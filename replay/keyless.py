@@ -51,3 +51,17 @@ def apply(conn: psycopg.Connection, cfg: Config, keyless: dict[str, SqlTableFold
             pc=sql.SQL(", ").join(sql.Identifier("p", c) for c in cols)), (rel,))
         applied[trel] = {"insert": cur.rowcount}
     return applied
+
+
+def journal_counts(keyless: dict[str, SqlTableFold], applied: dict[str, dict[str, int]], cfg: Config
+                   ) -> dict[str, dict[str, object]]:
+    """The journal's per-relation counts for the keyless relations (the shape verify reads)."""
+    out: dict[str, dict[str, object]] = {}
+    for rel, f in keyless.items():
+        trel = cfg.replay.table(rel).rename_to or rel
+        if trel not in applied:
+            continue
+        n = f.captured.get(INSERT, 0)
+        out[trel] = {"source": rel, "captured": {"insert": n}, "net": {"insert": n, "update": 0, "delete": 0},
+                     "applied": applied[trel], "skipped": {"insert": 0, "update": 0, "delete": 0}}
+    return out

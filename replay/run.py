@@ -216,7 +216,8 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             rep.sequences += apply.advance_sequences(conn, tp.target)
         rep.duration_ms = int((time.monotonic() - started) * 1000)
         journal.write(conn, run, cfg.source.slot, mode, p.first_lsn, p.last_lsn, p.transactions,
-                      p.changes, _counts(p, rep.applied), [c.as_dict() for c in p.conflicts],
+                      p.changes, {**_counts(p, rep.applied), **keyless.journal_counts(no_key, rep.applied, cfg)},
+                      [c.as_dict() for c in p.conflicts],
                       cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms)
     return rep
 

@@ -18,7 +18,7 @@ from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.fold import Folder
 from pgcarry.replay.plan import TablePlan
 from pgcarry.replay.policy import merge_sql
-from pgcarry.schemas.change import ACTION_NAMES
+from pgcarry.schemas.change import ACTION_NAMES, TRUNCATE
 from pgcarry.schemas.config import Config, ReplayConfig
 from pgcarry.schemas.lsn import Lsn
 
@@ -34,17 +34,22 @@ class Check:
     detail: str = ""
 
 
-def _fold(log: ChangeLog, upto: Lsn) -> Folder:
-    folder = Folder()
+def _fold(log: ChangeLog, upto: Lsn) -> tuple[Folder, dict[str, Counter[str]]]:
+    """The log folded by key, and the action counts of relations without a key (insert-only)."""
+    folder, keyless = Folder(), {}
     for t in log.transactions(None):
         if t.commit_lsn > upto:
             break
         for ch in t.changes:
-            folder.add(ch)
-    return folder
+            if ch.relation in keyless or (ch.relation not in folder.tables and not ch.pk
+                                           and ch.action != TRUNCATE):
+                keyless.setdefault(ch.relation, Counter())[ACTION_NAMES[ch.action]] += 1
+            else:
+                folder.add(ch)
+    return folder, keyless
 
 
-def _counts(runs: list[dict[str, Any]], folder: Folder) -> list[Check]:
+def _counts(runs: list[dict[str, Any]], folder: Folder, keyless: dict[str, Counter[str]]) -> list[Check]:
     out = []
     journaled: dict[str, Counter[str]] = {}
     for r in runs:
@@ -58,8 +63,9 @@ def _counts(runs: list[dict[str, Any]], folder: Folder) -> list[Check]:
                 if bad:
                     out.append(Check("counts", rel, False, f"run {r['id']}: applied+skipped != net "
                                      f"for {', '.join(bad)} (net {n}, applied {a}, skipped {s})"))
-    for rel, t in sorted(folder.tables.items()):
-        log_counts = {ACTION_NAMES[a]: n for a, n in t.captured.items()}
+    logged = {rel: {ACTION_NAMES[a]: n for a, n in t.captured.items()} for rel, t in folder.tables.items()}
+    logged.update({rel: dict(c) for rel, c in keyless.items()})
+    for rel, log_counts in sorted(logged.items()):
         jc = dict(journaled.get(rel, {}))
         ok = jc == log_counts
         out.append(Check("counts", rel, ok, f"log {log_counts}" + ("" if ok else f" != journal {jc}")))
@@ -153,8 +159,8 @@ def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
         if not runs:
             return [Check("journal", "pgcarry.replay_journal", False,
                           f"no replay of slot {cfg.source.slot} recorded in the target")]
-        folder = _fold(log, Lsn.parse(runs[-1]["last_lsn"]))
-        checks = _counts(runs, folder)
+        folder, keyless = _fold(log, Lsn.parse(runs[-1]["last_lsn"]))
+        checks = _counts(runs, folder, keyless)
         rcfg = ReplayConfig.model_validate(runs[-1]["policy"])
         rels = [rcfg.table(r).rename_to or r for r in folder.tables]
         targets = catalog.read_tables(conn, rels)

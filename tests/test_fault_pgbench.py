@@ -52,3 +52,7 @@ def test_pgbench_with_ten_kills_replays_to_production_state(source_dsn, target_d
         assert query(target_dsn, stmt) == query(source_dsn, stmt), table
     assert query(target_dsn, "SELECT count(*), sum(delta) FROM pgbench_history") == \
         query(source_dsn, "SELECT count(*), sum(delta) FROM pgbench_history")
+    checks = cli_json(workdir, "verify", "--to", target_dsn)
+    assert checks["ok"], [c for c in checks["checks"] if not c["ok"]]
+    assert {"name": "counts", "table": "public.pgbench_history", "ok": True,
+            "detail": "log {'insert': 3200}"} in checks["checks"]
