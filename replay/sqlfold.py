@@ -68,6 +68,7 @@ def load_raw(conn: psycopg.Connection, txns: Iterator[Transaction], stats: dict[
         folds[rel].captured[action] = n
     if folds:
         conn.execute(sql.SQL("CREATE INDEX ON {} (rel, ord)").format(_id(RAW)))
+        conn.execute(_MERGE)
         _columns(conn, folds)
     return folds
 
@@ -90,15 +91,19 @@ def _columns(conn: psycopg.Connection, folds: dict[str, SqlTableFold]) -> None:
         folds[rel].partial_old = True
 
 
+_MERGE = "CREATE OR REPLACE AGGREGATE pg_temp.pgcarry_merge (jsonb) (SFUNC = jsonb_concat, STYPE = jsonb)"
+
+# One pass builds each change's old/new objects; one sort by (key, pos) feeds window aggregates over
+# each key's events: first kind and old image, last kind, and the images after the last delete
+# merged in order (later columns win; omitted TOAST columns keep earlier values).
 _NET = """
 CREATE TEMP TABLE {net} ON COMMIT DROP AS
-WITH r AS MATERIALIZED (
-  SELECT ord, lsn, action,
-         (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'identity') c) AS old,
-         (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'columns') c) AS new
-  FROM {raw} WHERE rel = %(rel)s AND action <> 'T' AND ord > %(after)s
-), k AS MATERIALIZED (
-  SELECT r.*, {okey} AS okey, {nkey} AS nkey FROM r
+WITH k AS MATERIALIZED (
+  SELECT r.*, {okey} AS okey, {nkey} AS nkey FROM (
+    SELECT ord, lsn, action,
+      (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'identity') c) AS old,
+      (SELECT jsonb_object_agg(c->>'name', c->'value') FROM jsonb_array_elements(doc->'columns') c) AS new
+    FROM {raw} WHERE rel = %(rel)s AND action <> 'T' AND ord > %(after)s OFFSET 0) r
 ), ev AS MATERIALIZED (
   SELECT nkey AS key, ord * 2 AS pos, lsn, 'I' AS kind, new AS img, NULL::jsonb AS old
     FROM k WHERE action = 'I'
@@ -106,27 +111,21 @@ WITH r AS MATERIALIZED (
   UNION ALL SELECT okey, ord * 2, lsn, 'U', new, old FROM k WHERE action = 'U' AND okey = nkey
   UNION ALL SELECT okey, ord * 2, lsn, 'D', NULL, old FROM k WHERE action = 'U' AND okey <> nkey
   UNION ALL SELECT nkey, ord * 2 + 1, lsn, 'I', old || new, NULL FROM k WHERE action = 'U' AND okey <> nkey
-), g AS MATERIALIZED (
-  SELECT key, count(*) AS n, (array_agg(kind ORDER BY pos))[1] AS first_kind,
-         (array_agg(kind ORDER BY pos DESC))[1] AS last_kind,
-         (array_agg(old ORDER BY pos))[1] AS base,
-         (array_agg(img ORDER BY pos))[1] AS img,
-         max(pos) FILTER (WHERE kind = 'D') AS last_d, max(lsn) AS lsn
-  FROM ev GROUP BY key
-), m AS (
-  SELECT key, jsonb_object_agg(col, val) AS img FROM (
-    SELECT DISTINCT ON (ev.key, j.key) ev.key, j.key AS col, j.value AS val
-    FROM ev JOIN g USING (key), jsonb_each(ev.img) j
-    WHERE g.n > 1 AND ev.img IS NOT NULL AND (g.last_d IS NULL OR ev.pos > g.last_d)
-    ORDER BY ev.key, j.key, ev.pos DESC) x
-  GROUP BY key
+), w AS (
+  SELECT ev.*, max(pos) FILTER (WHERE kind = 'D') OVER p AS last_d
+  FROM ev WINDOW p AS (PARTITION BY key ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+), x AS (
+  SELECT key, pos, kind, last_d, first_value(kind) OVER p AS first_kind,
+         first_value(old) OVER p AS base, max(lsn) OVER p AS lsn, max(pos) OVER p AS last_pos,
+         pg_temp.pgcarry_merge(img) FILTER (WHERE last_d IS NULL OR pos > last_d) OVER p AS img
+  FROM w WINDOW p AS (PARTITION BY key ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
-SELECT g.key, g.lsn, g.base,
-       CASE WHEN g.first_kind <> 'I' AND g.last_kind <> 'D' THEN 'U'
-            WHEN g.last_kind <> 'D' THEN 'I' WHEN g.first_kind <> 'I' THEN 'D' END AS op,
-       CASE WHEN g.last_d IS NULL AND g.first_kind <> 'I' THEN g.base ELSE '{{}}'::jsonb END
-         || coalesce(CASE WHEN g.n = 1 THEN g.img ELSE m.img END, '{{}}'::jsonb) AS final
-FROM g LEFT JOIN m USING (key)
+SELECT key, lsn, base,
+       CASE WHEN first_kind <> 'I' AND kind <> 'D' THEN 'U'
+            WHEN kind <> 'D' THEN 'I' WHEN first_kind <> 'I' THEN 'D' END AS op,
+       CASE WHEN last_d IS NULL AND first_kind <> 'I' THEN base ELSE '{{}}'::jsonb END
+         || coalesce(img, '{{}}'::jsonb) AS final
+FROM x WHERE pos = last_pos
 """
 
 
