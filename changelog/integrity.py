@@ -38,7 +38,10 @@ def note_slot(log: ChangeLog, dsn: str, slot: str) -> dict[str, Any] | None:
     if lost is None:
         lost = {"slot": slot, "reason": "wal_status = lost" if s["exists"] else "slot does not exist",
                 "last_lsn": s.get("confirmed_flush_lsn"), "seen_at": time.time()}
-        log.set_state(SLOT_LOST, lost)
+        try:
+            log.set_state(SLOT_LOST, lost)
+        except LogError:
+            pass  # opened read-only (Kafka): the source still says so next time
     return dict(lost)
 
 
@@ -67,13 +70,14 @@ def check(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False, source
     from pgcarry.replay import policy_check  # the config's policies against what was captured
 
     policy_check.check(cfg, manifest)
+    seen = None
     if source and cfg.source.dsn:
         try:
             _same_source(manifest, cfg.source.dsn)
-            note_slot(log, cfg.source.dsn, cfg.source.slot)
+            seen = note_slot(log, cfg.source.dsn, cfg.source.slot)
         except psycopg.OperationalError:
             pass  # source unreachable: the log's own record decides
-    lost = log.get_state(SLOT_LOST)
+    lost = log.get_state(SLOT_LOST) or seen
     if lost and not allow_incomplete:
         raise LogIncompleteError(
             f"the change log is incomplete: replication slot {lost['slot']!r} was lost "
