@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,23 @@ def logged_changes(workdir: Path) -> list[tuple[int, Any]]:
         return [(t.xid, c) for t in log.transactions() for c in t.changes]
     finally:
         log.close()
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def wait_peak_rss_mb(proc: subprocess.Popen[str], interval: float = 0.1) -> float:
+    """Wait for `proc` and return its peak RSS (VmHWM) in MB, polled while it runs: ru_maxrss of
+    a child would include the parent's own peak (vfork + exec)."""
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, _vm_hwm_mb(proc.pid))
+        time.sleep(interval)
+    return peak
