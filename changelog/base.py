@@ -25,6 +25,7 @@ from pgcarry.schemas.lsn import Lsn
 from pgcarry.schemas.manifest import Manifest
 
 Counts = dict[str, dict[str, int]]  # "schema.table" -> {"insert": n, "update": n, ...}
+RawChange = tuple[int, int, str, str, str, str]  # commit LSN, LSN, action, schema, table, raw
 
 
 @dataclass
@@ -61,6 +62,15 @@ class ChangeLog(ABC):
     @abstractmethod
     def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
         """Complete transactions with commit LSN > `after`, in commit order, changes in sequence."""
+
+    def raw_changes(self, after: Lsn | None = None) -> Iterator[RawChange]:
+        """The changes of ``transactions(after)`` as plain (commit LSN, LSN, action, schema,
+        table, raw JSON) tuples in the same order, without building Change objects (replay's bulk
+        path). A backend may override this with one streaming query."""
+        for t in self.transactions(after):
+            c = t.commit_lsn.value
+            for ch in t.changes:
+                yield (c, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw)
 
     def check_integrity(self) -> None:  # noqa: B027 - a backend without its own check
         """Raise LogError when the stored log is damaged."""

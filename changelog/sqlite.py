@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pgcarry.changelog.base import ChangeLog, LogSummary
+from pgcarry.changelog.base import ChangeLog, LogSummary, RawChange
 from pgcarry.errors import LogError, LogFullError
 from pgcarry.schemas.change import ACTION_NAMES, Change, Transaction
 from pgcarry.schemas.lsn import Lsn
@@ -246,6 +246,21 @@ class SQLiteLog(ChangeLog):
             )
             for tid, xid, commit, ctime, n in txns:
                 yield Transaction(xid, Lsn(commit), ctime, n, self._changes(reader, tid))
+        except sqlite3.DatabaseError as e:
+            raise LogError(f"change log {self.path} cannot be read: {e}",
+                           hint="nothing was applied; restore the log file from a copy") from None
+        finally:
+            reader.close()
+
+    def raw_changes(self, after: Lsn | None = None) -> Iterator[RawChange]:
+        """One streaming query over one snapshot: (commit LSN, LSN, action, schema, table, raw)."""
+        reader = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            yield from reader.execute(
+                "SELECT t.commit_lsn, c.lsn, c.action, c.schema_name, c.table_name, c.raw "
+                "FROM txns t JOIN changes c ON c.txn = t.id WHERE t.complete = 1 AND t.commit_lsn > ? "
+                "ORDER BY t.commit_lsn, c.seq", (after.value if after is not None else -1,))
         except sqlite3.DatabaseError as e:
             raise LogError(f"change log {self.path} cannot be read: {e}",
                            hint="nothing was applied; restore the log file from a copy") from None

@@ -159,7 +159,9 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
     say = progress or (lambda _text: None)
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)
     with psycopg.connect(to) as conn:
-        conn.execute("SET LOCAL work_mem = '256MB'")  # the fold and staging sorts stay in memory
+        # the fold's sorts stay in memory; temp tables (before any is touched) stay in local buffers
+        conn.execute("SET LOCAL work_mem = '256MB'")
+        conn.execute("SET LOCAL temp_buffers = '256MB'")
         if not dry_run:
             journal.ensure(conn)
             _replica_role(conn)
@@ -172,7 +174,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             folder, txns = _log_items(log, after, True, stats)
             folds: dict[str, TableFold] = folder.tables
         else:
-            folds = dict(sqlfold.load_raw(conn, log.transactions(after), stats, say))
+            folds = dict(sqlfold.load_raw(conn, log.raw_changes(after), stats, say))
             no_key = keyless.split(folds)  # type: ignore[arg-type]
         if not stats.get("transactions"):
             conn.rollback()

@@ -12,10 +12,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry.changelog.base import RawChange
 from pgcarry.replay.fold import TableFold
 from pgcarry.replay.plan import TablePlan
 from pgcarry.replay.stage import Stage, create
-from pgcarry.schemas.change import DELETE, INSERT, TRUNCATE, UPDATE, Transaction
+from pgcarry.schemas.change import DELETE, INSERT, TRUNCATE, UPDATE, Change
+from pgcarry.schemas.lsn import Lsn
 
 RAW = "_pgcarry_raw"
 _id = sql.Identifier
@@ -37,32 +39,36 @@ class SqlTableFold(TableFold):
         return self.net.get("noop", 0)
 
 
-def load_raw(conn: psycopg.Connection, txns: Iterator[Transaction], stats: dict[str, Any],
+def load_raw(conn: psycopg.Connection, rows: Iterator[RawChange], stats: dict[str, Any],
              progress: Callable[[str], None]) -> dict[str, SqlTableFold]:
-    """COPY every change into the server; summarise relations (key, counts) on the way."""
+    """COPY every change into the server; summarise relations (key, counts) on the way. Only a
+    relation's first documents are parsed here (for its key); the server parses the rest."""
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (ord bigint, lsn bigint, rel text, action text, "
                          "doc jsonb) ON COMMIT DROP").format(_id(RAW)))
     folds: dict[str, SqlTableFold] = {}
     counts: Counter[tuple[str, str]] = Counter()
-    ord_ = 0
+    ord_, commit, ntx = 0, -1, 0
     with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(_id(RAW))) as cp:
-        for t in txns:
-            for ch in t.changes:
-                ord_ += 1
-                rel = ch.relation
-                counts[(rel, ch.action)] += 1
-                f = folds.get(rel)
-                if f is None or (not f.pk and ch.action != TRUNCATE):
-                    f = folds.setdefault(rel, SqlTableFold(rel, []))
-                    f.pk = f.pk or (ch.pk if ch.action != TRUNCATE else [])
-                if ch.action == TRUNCATE:
-                    f.truncated_at, f.truncate_ord = ch.lsn, ord_
-                cp.write_row((ord_, ch.lsn.value, rel, ch.action, ch.raw))
-            stats["first"] = stats.get("first") or t.commit_lsn
-            stats["last"] = t.commit_lsn
-            stats["transactions"] = stats.get("transactions", 0) + 1
-            if ord_ // 20000 != (ord_ - t.n_changes) // 20000:
+        write = cp.write_row
+        for commit_lsn, lsn, action, schema, table, raw in rows:
+            ord_ += 1
+            if commit_lsn != commit:
+                commit, ntx = commit_lsn, ntx + 1
+                stats.setdefault("first", Lsn(commit_lsn))
+            rel = f"{schema}.{table}"
+            counts[(rel, action)] += 1
+            f = folds.get(rel)
+            if f is None or (not f.pk and action != TRUNCATE):
+                f = folds.setdefault(rel, SqlTableFold(rel, []))
+                f.pk = f.pk or (Change(0, Lsn(lsn), action, schema, table, raw).pk
+                                if action != TRUNCATE else [])
+            if action == TRUNCATE:
+                f.truncated_at, f.truncate_ord = Lsn(lsn), ord_
+            write((ord_, lsn, rel, action, raw))
+            if ord_ % 20000 == 0:
                 progress(f"reading the log: {ord_} changes")
+    if ntx:
+        stats["last"], stats["transactions"] = Lsn(commit), ntx
     stats["changes"] = ord_
     for (rel, action), n in counts.items():
         folds[rel].captured[action] = n
@@ -74,16 +80,16 @@ def load_raw(conn: psycopg.Connection, txns: Iterator[Transaction], stats: dict[
 
 
 def _columns(conn: psycopg.Connection, folds: dict[str, SqlTableFold]) -> None:
+    """Column names and types from each (relation, action)'s widest document; which relations'
+    updates carry a partial old image (no REPLICA IDENTITY FULL)."""
     q = sql.SQL(
-        "SELECT r.rel, c->>'name', c->>'type', bool_or(r.action = 'U' AND "
-        "jsonb_array_length(r.doc->'identity') < jsonb_array_length(r.doc->'columns')) "
-        "FROM (SELECT DISTINCT ON (rel, action) * FROM {raw} WHERE action <> 'T' "
-        "      ORDER BY rel, action, jsonb_array_length(coalesce(doc->'columns', doc->'identity')) DESC) r,"
+        "SELECT r.rel, c->>'name', c->>'type' FROM (SELECT DISTINCT ON (rel, action) ord FROM {raw} "
+        "  WHERE action <> 'T' ORDER BY rel, action, "
+        "  jsonb_array_length(coalesce(doc->'columns', doc->'identity')) DESC) p JOIN {raw} r USING (ord),"
         " jsonb_array_elements(coalesce(r.doc->'columns', r.doc->'identity')) c GROUP BY 1, 2, 3"
     ).format(raw=_id(RAW))
-    for rel, name, typ, partial in conn.execute(q):
+    for rel, name, typ in conn.execute(q):
         folds[rel].columns.setdefault(name, typ)
-        folds[rel].partial_old = folds[rel].partial_old or bool(partial)
     partial_q = sql.SQL("SELECT DISTINCT rel FROM {} WHERE action = 'U' AND "
                         "jsonb_array_length(doc->'identity') < jsonb_array_length(doc->'columns')"
                         ).format(_id(RAW))
