@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pgcarry.changelog.base import ChangeLog, LogSummary
+from pgcarry.changelog.base import ChangeLog, LogSummary, RawChange
 from pgcarry.changelog.kafka_index import BEGIN, CHANGE, COMMIT, Cursor, Index
 from pgcarry.changelog.kafka_io import MAX_RECORD_BYTES, KafkaIO, Record
 from pgcarry.errors import LogError
@@ -239,6 +239,19 @@ class KafkaLog(ChangeLog):
                 first, marker, xid, n, ctime = self._index.complete[lsn]
                 changes = cursor.changes(lsn, first + 1, marker)
                 yield Transaction(xid, Lsn(lsn), ctime, n, list(changes) if n <= SMALL_TXN else changes)
+        finally:
+            cursor.close()
+
+    def raw_changes(self, after: Lsn | None = None) -> Iterator[RawChange]:
+        """Replay's bulk path: the same changes as ``transactions(after)``, as plain tuples."""
+        end = self._refresh()
+        floor = after.value if after is not None else -1
+        cursor = Cursor(self._io, self.topic, end)
+        try:
+            for lsn in sorted(k for k in self._index.complete if k > floor):
+                first, marker = self._index.complete[lsn][:2]
+                for _, at, action, schema, table, raw in cursor.raw(lsn, first + 1, marker):
+                    yield (lsn, at, action, schema, table, raw)
         finally:
             cursor.close()
 

@@ -106,20 +106,24 @@ class Cursor:
             if r.offset >= start:
                 yield r
 
-    def changes(self, lsn: int, start: int, stop: int) -> Iterator[Change]:
-        """The changes of one copy (offsets start..stop-1), in sequence, each sequence once."""
+    def raw(self, lsn: int, start: int, stop: int) -> Iterator[tuple[int, int, str, str, str, str]]:
+        """The changes of one copy (offsets start..stop-1) as (seq, LSN, action, schema, table,
+        raw) in sequence, each sequence once."""
         last = -1
         for r in self._records(start, stop):
-            if header(r, "type") != CHANGE or _lsn(r) != lsn:
+            h = {k: bytes(v) for k, v in r.headers}
+            if h.get("type") != CHANGE or Lsn.parse(h["commit_lsn"].decode()).value != lsn:
                 continue
-            seq = int(header(r, "seq") or 0)
+            seq = int(h["seq"])
             if seq <= last:
                 continue
             last = seq
-            yield Change(
-                seq, Lsn.parse(header(r, "lsn").decode()), header(r, "action").decode(),  # type: ignore[union-attr]
-                header(r, "schema").decode(), header(r, "table").decode(), r.value.decode(),  # type: ignore[union-attr]
-            )
+            yield (seq, Lsn.parse(h["lsn"].decode()).value, h["action"].decode(), h["schema"].decode(),
+                   h["table"].decode(), r.value.decode())
+
+    def changes(self, lsn: int, start: int, stop: int) -> Iterator[Change]:
+        for seq, at, action, schema, table, raw in self.raw(lsn, start, stop):
+            yield Change(seq, Lsn(at), action, schema, table, raw)
 
     def close(self) -> None:
         if self._chunks is not None:

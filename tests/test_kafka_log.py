@@ -272,3 +272,12 @@ def test_broker_outage_pauses_writes_and_loses_nothing(private_kafka):
     with pytest.raises(LogUnavailableError, match="kafka unreachable"):
         KafkaLog(cfg, slot="s", readonly=True)  # `status` with the broker away: an error, not a hang
     assert time.monotonic() - started < 90
+
+
+def test_raw_changes_match_transactions(kafka_broker):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        write(log, TXNS)
+        want = [(c, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw) for _, c, _, chs in TXNS for ch in chs]
+        assert list(log.raw_changes()) == want
+        assert list(log.raw_changes(Lsn(0x2000))) == want[4:]
