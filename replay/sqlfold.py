@@ -80,16 +80,16 @@ def load_raw(conn: psycopg.Connection, rows: Iterator[RawChange], stats: dict[st
 
 
 def _columns(conn: psycopg.Connection, folds: dict[str, SqlTableFold]) -> None:
-    """Column names and types from each (relation, action)'s widest document; which relations'
-    updates carry a partial old image (no REPLICA IDENTITY FULL)."""
     q = sql.SQL(
-        "SELECT r.rel, c->>'name', c->>'type' FROM (SELECT DISTINCT ON (rel, action) ord FROM {raw} "
-        "  WHERE action <> 'T' ORDER BY rel, action, "
-        "  jsonb_array_length(coalesce(doc->'columns', doc->'identity')) DESC) p JOIN {raw} r USING (ord),"
+        "SELECT r.rel, c->>'name', c->>'type', bool_or(r.action = 'U' AND "
+        "jsonb_array_length(r.doc->'identity') < jsonb_array_length(r.doc->'columns')) "
+        "FROM (SELECT DISTINCT ON (rel, action) * FROM {raw} WHERE action <> 'T' "
+        "      ORDER BY rel, action, jsonb_array_length(coalesce(doc->'columns', doc->'identity')) DESC) r,"
         " jsonb_array_elements(coalesce(r.doc->'columns', r.doc->'identity')) c GROUP BY 1, 2, 3"
     ).format(raw=_id(RAW))
-    for rel, name, typ in conn.execute(q):
+    for rel, name, typ, partial in conn.execute(q):
         folds[rel].columns.setdefault(name, typ)
+        folds[rel].partial_old = folds[rel].partial_old or bool(partial)
     partial_q = sql.SQL("SELECT DISTINCT rel FROM {} WHERE action = 'U' AND "
                         "jsonb_array_length(doc->'identity') < jsonb_array_length(doc->'columns')"
                         ).format(_id(RAW))
