@@ -146,15 +146,17 @@ def _keyexpr(image: str, pk: list[str], fallback: str | None = None) -> sql.Comp
 
 
 _TYPES = """
-SELECT format_type(a.atttypid, a.atttypmod), coalesce(nullif(t.typbasetype, 0), t.oid)::regtype::text
-FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+SELECT format('%%I.%%I', n.nspname, t.typname), coalesce(nullif(t.typbasetype, 0), t.oid)::regtype::text
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s) ORDER BY a.attnum
 """
 
 
 def _value(tp: TablePlan, image: str, col: str, typ: tuple[str, str]) -> sql.Composable:
-    """The captured value as the target type: the input function reads wal2json's text, as
-    jsonb_populate_record would (json/jsonb keep the JSON value; JSON null is SQL NULL)."""
+    """The captured value as the target type: its input function reads wal2json's text, as
+    jsonb_populate_record would (json/jsonb keep the JSON value; JSON null is SQL NULL). The cast
+    leaves out the typmod: the INSERT's assignment applies it (an over-long varchar is an error,
+    as with the input function, not silently cut as an explicit cast would)."""
     tname, base = sql.SQL(typ[0]), typ[1]
     if base in ("json", "jsonb"):
         return sql.SQL("nullif({}->{}, 'null')::{}").format(sql.SQL(image), sql.Literal(col), tname)
