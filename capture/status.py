@@ -52,6 +52,12 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str) -> dict[str, Any]:
         "tables": dict(sorted(summary.tables.items())),
         "warnings": [],
     }
+    recorded = changelog.get_state("slot_lost")
+    out["incomplete"] = recorded
+    if recorded:
+        out["warnings"].append(
+            f"LOG INCOMPLETE: slot {recorded['slot']} was lost ({recorded['reason']}); the log ends at "
+            f"{recorded.get('last_lsn') or 'its last position'} -- replay and cutover refuse; take a new T0")
     pid = changelog.lock().held_by_other()
     if pid is not None:
         out["daemon"] = {"running": True, "pid": pid}

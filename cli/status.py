@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args, {"source": {"dsn": args.source}})
     with log_for(cfg, readonly=True) as changelog:
         out = status(changelog, None if args.offline else cfg.source.dsn, cfg.source.slot)
-    lost = bool(out.get("slot") and out["slot"].get("lost"))
+    lost = bool(out.get("slot") and out["slot"].get("lost")) or bool(out.get("incomplete"))
     if args.json:
         print_json(out)
     else:

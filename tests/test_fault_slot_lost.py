@@ -41,6 +41,8 @@ def test_lost_slot_is_loud_recorded_and_refused(small_wal_cluster, target_dsn, w
     assert cap.returncode == 3, cap.stderr
     assert "replication slot 'pgcarry' was lost (wal_status = lost)" in cap.stderr
     assert "take a new T0" in cap.stderr
+    offline = cli(workdir, "status", "--offline", check=False)
+    assert offline.returncode == 3 and "WARNING: LOG INCOMPLETE: slot pgcarry was lost" in offline.stderr
     log = SQLiteLog(workdir / "pgcarry-log.db")
     assert log.get_state("slot_lost")["reason"] == "wal_status = lost"
     log.close()
