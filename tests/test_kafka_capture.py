@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -21,7 +20,7 @@ from pgcarry.cli.common import load_config
 from pgcarry.schemas.lsn import Lsn
 from tests.helpers import cli, cli_json, execute, query, spawn, write_config
 from tests.kafka_fixture import kafka_broker, private_kafka, use_kafka  # noqa: F401
-from tests.test_capture_roundtrip import SCHEMA
+from tests.test_capture_roundtrip import EVERYTHING_ROW, SCHEMA
 
 pytestmark = pytest.mark.kafka
 
@@ -77,14 +76,7 @@ def test_capture_round_trip_into_kafka(kafka_broker, source_dsn, workdir):
     assert [(c.relation, c.action) for c in changes] == [
         ("public.everything", a) for a in "IUDT"] + [("public.docs", "I"), ("public.docs", "U")]
     ins, upd, dele, trunc, doc, doc_upd = changes
-    assert ins.new == {
-        "id": 1, "big": 9223372036854775807, "num": Decimal("123456789012345.1234567890"),
-        "r": Decimal("3.1415927"), "d": Decimal("0.1"),
-        "t": "quote ' dq \" back\\slash 한국어 ☃", "b": "00ff10", "j": '{"a": [1, 2.5]}',
-        "ia": "{1,2,3}", "ta": '{"a b","c\\"d",NULL}', "ts": "2026-01-02 03:34:56.789012+00",
-        "dt": "2026-02-28", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "m": "happy",
-        "ok": True, "nothing": None,
-    }
+    assert ins.new == EVERYTHING_ROW
     assert upd.old == ins.new and upd.new == {**ins.new, "big": -1, "m": "sad"}
     assert dele.old == upd.new and dele.new == {}
     assert (trunc.schema, trunc.table) == ("public", "everything")
@@ -186,16 +178,6 @@ def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
     assert sorted(marker_copies(workdir)) == [lsn for _, lsn, _ in got]
 
 
-def _vm_hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def _kafka_logged_changes(workdir: Path) -> list[tuple[int, object]]:
     return [(xid, c) for xid, _, cs in logged(workdir) for c in cs]
 
@@ -230,45 +212,18 @@ def test_kill_9_five_times_with_kafka_log(kafka_broker, source_dsn, workdir, mon
     assert not list(workdir.glob("*.db"))
 
 
-def test_sigterm_and_second_daemon_with_kafka_log(kafka_broker, source_dsn, workdir):
-    from tests.test_capture_daemon import _wait_running
+def test_sigterm_and_second_daemon_with_kafka_log(kafka_broker, source_dsn, workdir, monkeypatch):
+    from tests import test_capture_daemon as daemon_test
 
-    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY)")
-    use_kafka(write_config(workdir, source_dsn), kafka_broker.bootstrap)
-    cli(workdir, "start", "--set-replica-identity")
-    proc = spawn(workdir, "capture")
-    _wait_running(workdir, proc)
-    second = cli(workdir, "capture", check=False)
-    assert second.returncode == 3
-    assert f"another capture daemon holds the log (pid {proc.pid})" in second.stderr
-    execute(source_dsn, "INSERT INTO t SELECT generate_series(1, 1000)")
-    deadline = time.monotonic() + 60
-    while cli_json(workdir, "status", "--offline")["tables"]["public.t"]["insert"] < 1000:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "captured 1 transactions (1000 changes)" in out
-    status = cli_json(workdir, "status")
-    assert status["daemon"]["running"] is False and status["log"]["transactions"] == 1
-    # an idle daemon may confirm past its last commit (nothing captured lies between)
-    assert Lsn.parse(status["slot"]["confirmed_flush_lsn"]) >= Lsn.parse(status["log"]["last_commit_lsn"])
+    _on_kafka(monkeypatch, daemon_test, kafka_broker.bootstrap)
+    daemon_test.test_sigterm_finishes_durably_and_second_daemon_is_refused(source_dsn, workdir)
+    assert not list(workdir.glob("*.db"))
 
 
 @pytest.mark.slow
-def test_500k_row_transaction_with_kafka_log(kafka_broker, source_dsn, workdir):
-    execute(source_dsn, "CREATE TABLE big (id integer PRIMARY KEY, pad text)")
-    use_kafka(write_config(workdir, source_dsn), kafka_broker.bootstrap)
-    cli(workdir, "start", "--set-replica-identity")
-    execute(source_dsn, "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 500000) g")
-    proc = spawn(workdir, "capture", "--until", "current")
-    peak_mb = 0.0
-    while proc.poll() is None:  # VmHWM: ru_maxrss would include pytest's own peak (vfork + exec)
-        peak_mb = max(peak_mb, _vm_hwm_mb(proc.pid))
-        time.sleep(0.2)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    # ~165 MB of change text: the daemon streams it (about 60 MB measured)
-    assert 0 < peak_mb < 150, f"capture daemon peak RSS {peak_mb:.0f} MB:\n{err[-3000:]}"
-    assert cli_json(workdir, "status", "--offline")["tables"]["public.big"]["insert"] == 500000
+def test_500k_row_transaction_with_kafka_log(kafka_broker, source_dsn, workdir, monkeypatch):
+    from tests import test_capture_daemon as daemon_test
+
+    _on_kafka(monkeypatch, daemon_test, kafka_broker.bootstrap)
+    daemon_test.test_one_big_transaction_is_not_held_in_memory(source_dsn, workdir)
+    assert not list(workdir.glob("*.db"))
