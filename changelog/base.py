@@ -83,11 +83,12 @@ class ChangeLog(ABC):
     def size_bytes(self) -> int: ...
 
     # -- manifest and state ---------------------------------------------------------------------
-    @abstractmethod
-    def read_manifest(self) -> Manifest | None: ...
+    def read_manifest(self) -> Manifest | None:
+        raw = self.get_state("manifest")
+        return Manifest.model_validate(raw) if raw is not None else None
 
-    @abstractmethod
-    def write_manifest(self, manifest: Manifest) -> None: ...
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.set_state("manifest", manifest.model_dump(mode="json"))
 
     @abstractmethod
     def get_state(self, key: str) -> Any: ...

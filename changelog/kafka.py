@@ -24,7 +24,6 @@ from pgcarry.errors import LogError
 from pgcarry.schemas.change import ACTION_NAMES, DELETE, Change, Transaction
 from pgcarry.schemas.config import KafkaConfig
 from pgcarry.schemas.lsn import Lsn
-from pgcarry.schemas.manifest import Manifest
 
 BUFFER_RECORDS = 1000  # records held before they go to the producer (which holds ~2 MiB more)
 BUFFER_BYTES = 1 << 20
@@ -266,13 +265,6 @@ class KafkaLog(ChangeLog):
         return self._index.bytes
 
     # -- manifest and state --------------------------------------------------------------------
-    def read_manifest(self) -> Manifest | None:
-        raw = self.get_state("manifest")
-        return Manifest.model_validate(raw) if raw is not None else None
-
-    def write_manifest(self, manifest: Manifest) -> None:
-        self.set_state("manifest", manifest.model_dump(mode="json"))
-
     def get_state(self, key: str) -> Any:
         end = self._io.end_offset(self.state_topic)
         for chunk in self._io.read(self.state_topic, self._state_pos, end):

@@ -20,7 +20,6 @@ from pgcarry.changelog.base import ChangeLog, LogSummary, RawChange
 from pgcarry.errors import LogError, LogFullError
 from pgcarry.schemas.change import ACTION_NAMES, Change, Transaction
 from pgcarry.schemas.lsn import Lsn
-from pgcarry.schemas.manifest import Manifest
 
 SCHEMA_VERSION = 1
 BATCH_ROWS = 2000  # changes buffered before one executemany
@@ -301,13 +300,6 @@ class SQLiteLog(ChangeLog):
         )
 
     # -- manifest and state --------------------------------------------------------------------
-    def read_manifest(self) -> Manifest | None:
-        raw = self.get_state("manifest")
-        return Manifest.model_validate(raw) if raw is not None else None
-
-    def write_manifest(self, manifest: Manifest) -> None:
-        self.set_state("manifest", manifest.model_dump(mode="json"))
-
     def get_state(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None

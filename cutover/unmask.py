@@ -5,6 +5,7 @@ existed in production, and `check` proves no masked value survived on such a row
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -66,17 +67,21 @@ def _present(conn: psycopg.Connection, t: Any) -> list[str]:
     return [c for c in t.masked_columns if c in {r[0] for r in rows}]
 
 
+def _differing(conn: psycopg.Connection, manifest: Manifest) -> Iterator[tuple[Any, list[str], sql.Composable]]:
+    """(table, its masked columns still present, "t.col IS DISTINCT FROM s.col OR ...")."""
+    for t in _masked(manifest):
+        cols = _present(conn, t)
+        if cols:
+            yield t, cols, sql.SQL(" OR ").join(
+                sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in cols)
+
+
 def restore(dsn: str, manifest: Manifest) -> dict[str, int]:
     """Write production's values back over the masked ones; rows updated per table."""
     out = {}
     with psycopg.connect(dsn) as conn:
-        for t in _masked(manifest):
-            cols = _present(conn, t)
-            if not cols:
-                continue
+        for t, cols, differ in _differing(conn, manifest):
             sets = sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols)
-            differ = sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(
-                c=sql.Identifier(c)) for c in cols)
             cur = conn.execute(sql.SQL(
                 "UPDATE {} t SET {} FROM {} s WHERE {} AND ({})").format(
                     _table(t), sets, _side(t), _join(t), differ))
@@ -88,12 +93,7 @@ def check(dsn: str, manifest: Manifest) -> dict[str, int]:
     """Rows of production whose masked columns differ from production's values (want all 0)."""
     out = {}
     with psycopg.connect(dsn) as conn:
-        for t in _masked(manifest):
-            cols = _present(conn, t)
-            if not cols:
-                continue
-            differ = sql.SQL(" OR ").join(sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(
-                c=sql.Identifier(c)) for c in cols)
+        for t, _cols, differ in _differing(conn, manifest):
             (n,) = conn.execute(sql.SQL("SELECT count(*) FROM {} t JOIN {} s ON {} WHERE {}").format(
                 _table(t), _side(t), _join(t), differ)).fetchone()  # type: ignore[misc]
             out[t.qualified] = n
