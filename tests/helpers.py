@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,3 +90,26 @@ def wait_peak_rss_mb(proc: subprocess.Popen[str], interval: float = 0.1) -> floa
         peak = max(peak, _vm_hwm_mb(proc.pid))
         time.sleep(interval)
     return peak
+
+
+def wait_running(workdir: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Wait until `status` sees the capture daemon `proc` holding the log's lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
+        if cli_json(workdir, "status", "--offline")["daemon"]["running"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError("daemon did not start")
+
+
+def kill_capture_repeatedly(workdir: Path, kills: int, rng: Any, low: float, high: float) -> None:
+    """Start `pgcarry capture` and SIGKILL it after a random `low`..`high` seconds, `kills` times."""
+    for _ in range(kills):
+        proc = spawn(workdir, "capture")
+        wait_running(workdir, proc)
+        time.sleep(rng.uniform(low, high))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read()  # type: ignore[union-attr]

@@ -10,19 +10,9 @@ import psycopg
 from pgcarry.schemas.lsn import Lsn
 
 from tests.helpers import (
-    cli, cli_json, execute, logged_changes, query, spawn, wait_peak_rss_mb, write_config,
+    cli, cli_json, execute, logged_changes, query, kill_capture_repeatedly, spawn, wait_peak_rss_mb,
+    wait_running, write_config,
 )
-
-
-def _wait_running(workdir, proc, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {proc.stderr.read()}")
-        if cli_json(workdir, "status", "--offline")["daemon"]["running"]:
-            return
-        time.sleep(0.1)
-    raise AssertionError("daemon did not start")
 
 
 def test_kill_9_five_times_loses_nothing_and_stores_nothing_twice(source_dsn, workdir):
@@ -54,16 +44,7 @@ def test_kill_9_five_times_loses_nothing_and_stores_nothing_twice(source_dsn, wo
 
     w = threading.Thread(target=writer)
     w.start()
-    rng = random.Random(11)
-    kills = 0
-    while kills < 5:
-        proc = spawn(workdir, "capture")
-        _wait_running(workdir, proc)
-        time.sleep(rng.uniform(0.2, 1.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
-        kills += 1
+    kill_capture_repeatedly(workdir, 5, random.Random(11), 0.2, 1.0)
     w.join()
     cli(workdir, "capture", "--until", "current")
 
@@ -85,7 +66,7 @@ def test_sigterm_finishes_durably_and_second_daemon_is_refused(source_dsn, workd
     write_config(workdir, source_dsn)
     cli(workdir, "start", "--set-replica-identity")
     proc = spawn(workdir, "capture")
-    _wait_running(workdir, proc)
+    wait_running(workdir, proc)
     status = cli_json(workdir, "status")
     assert status["daemon"]["running"] and status["daemon"]["pid"] == proc.pid
     assert status["slot"]["active"] is True
@@ -154,7 +135,7 @@ def test_metrics_and_reconnect_after_source_restart(source_cluster, source_dsn, 
     port = free_port()
     proc = spawn(workdir, "capture", "--metrics-port", str(port))
     try:
-        _wait_running(workdir, proc)
+        wait_running(workdir, proc)
         execute(source_dsn, "INSERT INTO t VALUES (1), (2), (3)")
         _wait_count(workdir, "public.t", 3)
         source_cluster.restart("immediate")  # the daemon must reconnect and lose nothing

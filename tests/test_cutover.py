@@ -18,7 +18,7 @@ from pgcarry import shop
 from pgcarry.cutover.demo import MASKS
 from pgcarry.schemas.dsn import with_options
 from pgcarry.changelog.sqlite import SQLiteLog
-from tests.helpers import cli, execute, query, spawn, write_config
+from tests.helpers import cli, execute, query, spawn, wait_running, write_config
 
 COUPONS = '\n[replay.tables."public.coupons"]\ninsert-exists = "target-wins"\n'
 PROD_ONLY = ["profiles", "orders", "order_items", "order_shipping", "order_payments", "user_coupons"]
@@ -212,10 +212,7 @@ def test_unfence_restores_previous_role_settings(source_dsn, prepared):
 
 def test_cutover_stops_a_running_capture_daemon_first(source_dsn, target_dsn, workdir, prepared):
     daemon = spawn(workdir, "capture")
-    deadline = time.monotonic() + 30
-    while not json.loads(cli(workdir, "status", "--json", "--offline").stdout)["daemon"]["running"]:
-        assert daemon.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_running(workdir, daemon)
     with psycopg.connect(prepared, autocommit=True) as c:
         rng = random.Random(9)
         users = [r[0] for r in c.execute("SELECT id::text FROM profiles")]

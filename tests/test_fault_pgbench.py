@@ -5,15 +5,12 @@ exactly production's final state (balances through `delta`, pgbench_history as p
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
-import time
 
 from psycopg.conninfo import conninfo_to_dict
 
 from pgcarry.pgtools import pg_tool
-from tests.helpers import cli, cli_json, query, spawn, write_config
-from tests.test_capture_daemon import _wait_running
+from tests.helpers import cli, cli_json, kill_capture_repeatedly, query, write_config
 
 DELTA = "".join(f'\n[replay.tables."public.pgbench_{t}".columns]\n{c} = "delta"\n'
                 for t, c in (("accounts", "abalance"), ("tellers", "tbalance"), ("branches", "bbalance")))
@@ -32,15 +29,7 @@ def test_pgbench_with_ten_kills_replays_to_production_state(source_dsn, target_d
     cli(workdir, "start", "--copy-to", target_dsn, "--set-replica-identity")
     bench = subprocess.Popen(_pgbench(source_dsn, "-n", "-c", "4", "-j", "2", "-t", "800", "-R", "300"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rng = random.Random(6)
-    kills = 0
-    while kills < 10:
-        proc = spawn(workdir, "capture")
-        _wait_running(workdir, proc)
-        time.sleep(rng.uniform(0.1, 1.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
+    kill_capture_repeatedly(workdir, 10, random.Random(6), 0.1, 1.0)
     out, err = bench.communicate(timeout=300)
     assert bench.returncode == 0, err
     assert "number of transactions actually processed: 3200/3200" in out

@@ -14,8 +14,8 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import cli, cli_json, execute, logged_changes, query, write_config
-from tests.test_capture_daemon import _wait_count, _wait_running
+from tests.helpers import cli, cli_json, execute, logged_changes, query, wait_running, write_config
+from tests.test_capture_daemon import _wait_count
 
 
 def _writer(dsn: str, stop: threading.Event) -> None:
@@ -44,7 +44,7 @@ def test_source_restarts_fast_and_immediate_under_load(source_cluster, source_ds
     stop = threading.Event()
     w = threading.Thread(target=_writer, args=(source_dsn, stop))
     try:
-        _wait_running(workdir, proc)
+        wait_running(workdir, proc)
         w.start()
         for mode in ("fast", "immediate"):
             time.sleep(1.0)
@@ -79,7 +79,7 @@ def test_disk_full_stops_confirming_then_resumes(source_dsn, workdir):
         filler = fs / "filler"
         filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 256 * 1024))
         proc = _daemon(workdir, workdir / "capture.err")
-        _wait_running(workdir, proc)
+        wait_running(workdir, proc)
         for i in range(40):  # ~2 MB of changes for 256 kB of space
             execute(source_dsn, f"INSERT INTO t SELECT g, repeat('y', 400) FROM "
                                 f"generate_series({i * 100 + 1}, {i * 100 + 100}) g")
