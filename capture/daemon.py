@@ -48,6 +48,8 @@ def slot_position(dsn: str, slot: str) -> tuple[Lsn | None, Lsn]:
     return (Lsn.parse(row[0]) if row[0] else None), Lsn.parse(row[1])
 
 
+# the slot does not exist, or was invalidated: no reconnect can help
+_SLOT_GONE = (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState)
 _ROW_ACTIONS = frozenset("IUDT")
 _ACTION_AT = len('{"action":"')
 _SCHEMA_KEY, _TABLE_KEY = '"schema":"', '","table":"'
@@ -102,7 +104,7 @@ class Capture:
                 replication.start_command(self.slot, self.options).as_string(self._conn), decode=False,
                 status_interval=STATUS_INTERVAL,
             )
-        except (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState) as e:
+        except _SLOT_GONE as e:
             self.close()
             raise SlotError(
                 f"replication slot {self.slot!r} cannot stream: {redact(str(e).strip())}",
@@ -241,7 +243,7 @@ class Capture:
                 log.warning("change log unavailable, retrying in %.1fs: %s", backoff, e)
                 backoff = self._wait(backoff, stop)
             except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as e:
-                if isinstance(e, (psycopg2.errors.UndefinedObject, psycopg2.errors.ObjectNotInPrerequisiteState)):
+                if isinstance(e, _SLOT_GONE):
                     raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
                 log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
                 self.close()
