@@ -19,7 +19,7 @@ from pgcarry.schemas.lsn import Lsn
 Key = tuple[Any, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class RowEffect:
     """The net effect of a row's events: what replay does to the target row with this key."""
 
@@ -27,9 +27,9 @@ class RowEffect:
     key: Key
     new: dict[str, Any] = field(default_factory=dict)  # final image: columns production sent
     base: dict[str, Any] = field(default_factory=dict)  # production's image before the first event
-    changed: set[str] = field(default_factory=set)  # UPDATE: columns whose net value differs
-    first_lsn: Lsn | None = None
-    last_lsn: Lsn | None = None
+    changed: set[str] = field(default_factory=set)  # UPDATE only: columns whose net value differs
+    first_lsn: int = 0  # LSN values of the first and the last event
+    last_lsn: int = 0
     events: int = 0
 
     def final_image(self) -> dict[str, Any]:
@@ -49,13 +49,21 @@ class TableFold:
     truncated_at: Lsn | None = None
     partial_old: bool = False  # some old image lacked columns: not REPLICA IDENTITY FULL
     columns: dict[str, str] = field(default_factory=dict)  # every column seen -> wal2json type
+    plain: list[dict[str, Any]] = field(default_factory=list)  # keyless relation: its inserts
+
+    def tally(self) -> Counter[str]:
+        """Net row operations by op (INSERT/UPDATE/DELETE), and "noop": updates that change
+        nothing (a column changed and changed back)."""
+        out: Counter[str] = Counter(r.op if r.op != UPDATE or r.changed else "noop"
+                                    for r in self.rows.values())
+        return out
 
     def count(self, op: str) -> int:
-        return sum(1 for r in self.rows.values() if r.op == op and (op != UPDATE or r.changed))
+        return self.tally()[op]
 
     @property
     def noop_updates(self) -> int:
-        return sum(1 for r in self.rows.values() if r.op == UPDATE and not r.changed)
+        return self.tally()["noop"]
 
 
 def _changed(base: dict[str, Any], new: dict[str, Any], pk: list[str]) -> set[str]:
@@ -64,106 +72,119 @@ def _changed(base: dict[str, Any], new: dict[str, Any], pk: list[str]) -> set[st
 
 
 class Folder:
-    """Feed changes in commit order with ``add``; read ``tables`` at the end."""
+    """Feed changes in commit order with ``add`` (or, already decoded, with ``table`` and
+    ``insert``/``update``/``delete``/``truncate``); read ``tables`` at the end."""
 
     def __init__(self, pk_for: Callable[[Change], list[str]] | None = None) -> None:
         self.tables: dict[str, TableFold] = {}
         self._pk_for = pk_for or (lambda ch: ch.pk)
 
-    def _table(self, ch: Change) -> TableFold:
-        t = self.tables.get(ch.relation)
+    def table(self, relation: str, action: str, lsn: int, pk: Callable[[], list[str]]) -> TableFold:
+        """The fold of `relation`; `pk` is asked only while the relation's key is unknown."""
+        t = self.tables.get(relation)
         if t is None:
-            pk = self._pk_for(ch)
-            if not pk and ch.action != TRUNCATE:
+            t = self.tables[relation] = TableFold(relation, [])
+        if not t.pk and action != TRUNCATE and not t.plain:
+            t.pk = pk()
+            if not t.pk and not self.keyless:
                 raise ReplayError(
-                    "captured relation has no primary key", table=ch.relation, lsn=ch.lsn,
+                    "captured relation has no primary key", table=relation, lsn=Lsn(lsn),
                     hint="add a primary key, or set `ignore = true` for the table in [replay.tables]",
                 )
-            t = self.tables[ch.relation] = TableFold(ch.relation, pk)
-        elif not t.pk and ch.action != TRUNCATE:
-            t.pk = self._pk_for(ch)
+        t.captured[action] += 1
         return t
 
+    keyless = False  # the fast reader keeps keyless relations' inserts in TableFold.plain
+
     def add(self, ch: Change) -> None:
-        t = self._table(ch)
-        t.captured[ch.action] += 1
+        t = self.table(ch.relation, ch.action, ch.lsn.value, lambda: self._pk_for(ch))
         if ch.action == TRUNCATE:
-            t.rows.clear()
-            t.truncated_at = ch.lsn
+            self.truncate(t, ch.lsn.value)
             return
         for name, typ in ch.types.items():
             t.columns.setdefault(name, typ)
         if ch.action == INSERT:
-            self._insert(t, ch, ch.new)
+            self.insert(t, ch.lsn.value, ch.new)
         elif ch.action == UPDATE:
-            self._update(t, ch)
+            self.update(t, ch.lsn.value, ch.old, ch.new)
         elif ch.action == DELETE:
-            self._delete(t, ch, ch.old)
+            self.delete(t, ch.lsn.value, ch.old)
         else:
             raise ReplayError(f"unknown action {ch.action!r}", table=ch.relation, lsn=ch.lsn)
 
     @staticmethod
-    def _key(t: TableFold, image: dict[str, Any], ch: Change) -> Key:
+    def truncate(t: TableFold, lsn: int) -> None:
+        t.rows.clear()
+        t.plain.clear()
+        t.truncated_at = Lsn(lsn)
+
+    @staticmethod
+    def _key(t: TableFold, image: dict[str, Any], lsn: int) -> Key:
         try:
-            return tuple(image[c] for c in t.pk)
+            return tuple([image[c] for c in t.pk])
         except KeyError as e:
             raise ReplayError(
-                f"change lacks primary-key column {e.args[0]}", table=t.relation, lsn=ch.lsn
+                f"change lacks primary-key column {e.args[0]}", table=t.relation, lsn=Lsn(lsn)
             ) from None
 
-    def _insert(self, t: TableFold, ch: Change, image: dict[str, Any]) -> None:
-        key = self._key(t, image, ch)
+    def insert(self, t: TableFold, lsn: int, image: dict[str, Any]) -> None:
+        if not t.pk:
+            t.plain.append(image)
+            return
+        key = self._key(t, image, lsn)
         prev = t.rows.get(key)
         if prev is None:
-            t.rows[key] = RowEffect(INSERT, key, dict(image), {}, set(image), ch.lsn, ch.lsn, 1)
+            t.rows[key] = RowEffect(INSERT, key, image, {}, set(), lsn, lsn, 1)
         elif prev.op == DELETE:  # deleted and inserted again: an update of the T0 row
             prev.op, prev.new = UPDATE, dict(image)
             prev.changed = _changed(prev.base, prev.new, t.pk)
-            prev.last_lsn, prev.events = ch.lsn, prev.events + 1
+            prev.last_lsn, prev.events = lsn, prev.events + 1
         else:
             raise ReplayError("insert of a key that already exists in the stream",
-                              table=t.relation, key=key, lsn=ch.lsn)
+                              table=t.relation, key=key, lsn=Lsn(lsn))
 
-    def _update(self, t: TableFold, ch: Change) -> None:
-        old, new = ch.old, ch.new
+    def update(self, t: TableFold, lsn: int, old: dict[str, Any], new: dict[str, Any]) -> None:
+        if not t.pk:
+            raise ReplayError("update of a relation without a primary key", table=t.relation,
+                              lsn=Lsn(lsn))
         if any(c not in old for c in new):
             t.partial_old = True
-        old_key = self._key(t, old, ch) if old else self._key(t, new, ch)
-        new_key = tuple(new.get(c, k) for c, k in zip(t.pk, old_key))
+        old_key = self._key(t, old, lsn) if old else self._key(t, new, lsn)
+        new_key = tuple([new.get(c, k) for c, k in zip(t.pk, old_key)])
         if new_key != old_key:  # a primary-key change: delete the old key, insert the new one
             prev = t.rows.get(old_key)
             image = {**(prev.final_image() if prev else old), **new}
-            self._delete(t, ch, old)
-            self._insert(t, ch, image)
+            self.delete(t, lsn, old)
+            self.insert(t, lsn, image)
             return
         prev = t.rows.get(old_key)
         if prev is None:
-            base = dict(old)
-            t.rows[old_key] = RowEffect(UPDATE, old_key, {**base, **new}, base,
-                                        _changed(base, new, t.pk), ch.lsn, ch.lsn, 1)
+            t.rows[old_key] = RowEffect(UPDATE, old_key, {**old, **new}, old,
+                                        _changed(old, new, t.pk), lsn, lsn, 1)
             return
         if prev.op == DELETE:
-            raise ReplayError("update of a deleted row", table=t.relation, key=old_key, lsn=ch.lsn)
+            raise ReplayError("update of a deleted row", table=t.relation, key=old_key, lsn=Lsn(lsn))
         prev.new.update(new)
-        prev.last_lsn, prev.events = ch.lsn, prev.events + 1
-        if prev.op == INSERT:
-            prev.changed = set(prev.new)
-        else:
+        prev.last_lsn, prev.events = lsn, prev.events + 1
+        if prev.op == UPDATE:
             prev.changed = _changed(prev.base, prev.new, t.pk)
 
-    def _delete(self, t: TableFold, ch: Change, old: dict[str, Any]) -> None:
-        key = self._key(t, old, ch)
+    def delete(self, t: TableFold, lsn: int, old: dict[str, Any]) -> None:
+        if not t.pk:
+            raise ReplayError("delete from a relation without a primary key", table=t.relation,
+                              lsn=Lsn(lsn))
+        key = self._key(t, old, lsn)
         prev = t.rows.get(key)
         if prev is None:
-            t.rows[key] = RowEffect(DELETE, key, {}, dict(old), set(), ch.lsn, ch.lsn, 1)
+            t.rows[key] = RowEffect(DELETE, key, {}, old, set(), lsn, lsn, 1)
         elif prev.op == INSERT:
             del t.rows[key]
             t.vanished += 1
         elif prev.op == UPDATE:
             prev.op, prev.new, prev.changed = DELETE, {}, set()
-            prev.last_lsn, prev.events = ch.lsn, prev.events + 1
+            prev.last_lsn, prev.events = lsn, prev.events + 1
         else:
-            raise ReplayError("delete of a deleted row", table=t.relation, key=key, lsn=ch.lsn)
+            raise ReplayError("delete of a deleted row", table=t.relation, key=key, lsn=Lsn(lsn))
 
 
 def fold(changes: Iterable[Change], pk_for: Callable[[Change], list[str]] | None = None

@@ -1,6 +1,7 @@
 """Relations without a primary key (REPLICA IDENTITY FULL, e.g. pgbench_history): nothing can fold
 their rows by key, so an insert-only one is replayed as plain inserts, once each, in commit order;
-an UPDATE, DELETE or TRUNCATE on one is refused with a clear error (mode `net` only)."""
+an UPDATE, DELETE or TRUNCATE on one is refused with a clear error (mode `net` only). The inserts
+are COPYed into the target, one COPY per set of sent columns."""
 
 from __future__ import annotations
 
@@ -9,26 +10,27 @@ from psycopg import sql
 
 from pgcarry.errors import ReplayError
 from pgcarry.replay import catalog
-from pgcarry.replay.sqlfold import RAW, SqlTableFold
-from pgcarry.schemas.change import INSERT
+from pgcarry.replay.fold import TableFold
+from pgcarry.schemas.change import ACTION_NAMES, INSERT
 from pgcarry.schemas.config import Config
 
 
-def split(folds: dict[str, SqlTableFold]) -> dict[str, SqlTableFold]:
+def split(folds: dict[str, TableFold]) -> dict[str, TableFold]:
     """Take the keyless relations out of `folds`; refuse those that are not insert-only."""
     out = {r: f for r, f in folds.items() if not f.pk}
     for rel, f in out.items():
         other = {a: n for a, n in f.captured.items() if a != INSERT and n}
         if other:
             raise ReplayError(
-                f"relation without a primary key has captured {', '.join(sorted(other))} changes",
+                "relation without a primary key has captured "
+                f"{', '.join(sorted(ACTION_NAMES[a] for a in other))} changes",
                 table=rel, hint="add a primary key before start, or set `ignore = true` for the "
                 "table in [replay.tables]; only inserts can be replayed without a key")
         del folds[rel]
     return out
 
 
-def apply(conn: psycopg.Connection, cfg: Config, keyless: dict[str, SqlTableFold]
+def apply(conn: psycopg.Connection, cfg: Config, keyless: dict[str, TableFold]
           ) -> dict[str, dict[str, int]]:
     """INSERT every captured row of each keyless relation into its target table."""
     applied: dict[str, dict[str, int]] = {}
@@ -40,20 +42,27 @@ def apply(conn: psycopg.Connection, cfg: Config, keyless: dict[str, SqlTableFold
         if t is None:
             raise ReplayError("the target has no such table", table=trel,
                               hint=f"set rename-to or ignore = true for {rel} in [replay.tables]")
-        cols = [c for c in keyless[rel].columns if c in t.columns and not t.columns[c].generated]
+        f = keyless[rel]
         ident = sql.Identifier(t.schema, t.name)
-        names = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-        cur = conn.execute(sql.SQL(
-            "INSERT INTO {t} ({c}) SELECT {pc} FROM {raw} r, LATERAL jsonb_populate_record(NULL::{t}, "
-            "(SELECT jsonb_object_agg(e->>'name', e->'value') FROM jsonb_array_elements(r.doc->'columns') e)"
-            ") p WHERE r.rel = %s AND r.action = 'I' ORDER BY r.ord").format(
-            t=ident, c=names, raw=sql.Identifier(RAW),
-            pc=sql.SQL(", ").join(sql.Identifier("p", c) for c in cols)), (rel,))
-        applied[trel] = {"insert": cur.rowcount}
+        groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+        for image in f.plain:
+            groups.setdefault(tuple(image), []).append(image)
+        n = 0
+        for sent, images in groups.items():
+            cols = [c for c in sent if c in t.columns and not t.columns[c].generated]
+            hexed = [f.columns.get(c) == "bytea" for c in cols]
+            copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                ident, sql.SQL(", ").join(sql.Identifier(c) for c in cols))
+            with conn.cursor() as cur, cur.copy(copy) as cp:
+                for image in images:  # wal2json sends bytea as bare hex
+                    cp.write_row([("\\x" + v if h and isinstance(v, str) else v)
+                                  for v, h in zip((image[c] for c in cols), hexed)])
+            n += len(images)
+        applied[trel] = {"insert": n}
     return applied
 
 
-def journal_counts(keyless: dict[str, SqlTableFold], applied: dict[str, dict[str, int]], cfg: Config
+def journal_counts(keyless: dict[str, TableFold], applied: dict[str, dict[str, int]], cfg: Config
                    ) -> dict[str, dict[str, object]]:
     """The journal's per-relation counts for the keyless relations (the shape verify reads)."""
     out: dict[str, dict[str, object]] = {}

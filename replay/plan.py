@@ -75,8 +75,9 @@ class TablePlan:
 
     def counts(self) -> dict[str, int]:
         f = self.fold
-        return {"insert": f.count(INSERT), "update": f.count(UPDATE), "delete": f.count(DELETE),
-                "noop": f.noop_updates, "vanished": f.vanished}
+        n = f.tally()
+        return {"insert": n[INSERT], "update": n[UPDATE], "delete": n[DELETE], "noop": n["noop"],
+                "vanished": f.vanished}
 
 
 @dataclass

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay import apply, catalog, journal, keyless, sqlfold, stage, txn
+from pgcarry.replay import apply, catalog, journal, keyless, reader, stage, txn
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.detect import detect
 from pgcarry.replay.fold import Folder, TableFold
@@ -94,8 +94,24 @@ def _counts(plan: Plan, applied: dict[str, dict[str, int]]) -> dict[str, Any]:
     return out
 
 
-def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], progress: Progress
-               ) -> dict[str, dict[str, int]]:
+def _insert(conn: psycopg.Connection, st: stage.Stage, plan: Plan) -> int:
+    """Held inserts go straight into the target by COPY. If that fails (a key that exists, a
+    NOT NULL column wal2json sent null), it is undone and the inserts are staged and checked
+    like any other: the conflict is reported as it would have been from staging."""
+    if st.held:
+        try:
+            with conn.transaction():
+                return stage.copy_held(conn, st)
+        except psycopg.Error:
+            stage.copy_rows(conn, st, st.held)
+            st.held = []
+            plan.conflicts += [c for c in detect(conn, st) if c not in plan.conflicts]
+            _fail_on_conflicts(plan)
+    return apply.inserts(conn, st)
+
+
+def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], plan: Plan,
+               progress: Progress) -> dict[str, dict[str, int]]:
     applied = {st.tp.relation: {"insert": 0, "update": 0, "delete": 0, "reinsert": 0} for st in stages}
     for st in reversed(stages):
         applied[st.tp.relation]["delete"] = _step(apply.deletes, conn, st, "delete", progress)
@@ -104,7 +120,7 @@ def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], progress: Pr
         a["update"] = _step(apply.updates, conn, st, "update", progress)
         if st.tp.rules.update_missing == "reinsert":
             a["reinsert"] = _step(apply.reinserts, conn, st, "reinsert", progress)
-        a["insert"] = _step(apply.inserts, conn, st, "insert", progress)
+        a["insert"] = _step(lambda c, s: _insert(c, s, plan), conn, st, "insert", progress)
     return applied
 
 
@@ -174,8 +190,8 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             folder, txns = _log_items(log, after, True, stats)
             folds: dict[str, TableFold] = folder.tables
         else:
-            folds = dict(sqlfold.load_raw(conn, log.raw_changes(after), stats, say))
-            no_key = keyless.split(folds)  # type: ignore[arg-type]
+            folds = reader.read(log.raw_changes(after), stats, say)
+            no_key = keyless.split(folds)
         if not stats.get("transactions"):
             conn.rollback()
             rep.status = "nothing"
@@ -188,7 +204,8 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             plan_mod.raise_blocking(p)
         stages = []
         for i, tp in enumerate(p.ordered()):
-            st = stage.load(conn, tp, i, say) if mode == "txn" else sqlfold.stage(conn, tp, i)
+            hold = mode == "net" and not dry_run and tp.rules.insert_exists == "fail"
+            st = stage.load(conn, tp, i, say, hold_inserts=hold)
             say(f"staged {tp.relation}: {st.rows} net rows")
             p.conflicts += detect(conn, st)
             say(f"checked {tp.relation} for conflicts")
@@ -208,19 +225,22 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         if mode == "txn":
             rep.applied = txn.apply(conn, p, txns, say)
         else:
-            rep.applied = _apply_net(conn, stages, say)
+            rep.applied = _apply_net(conn, stages, p, say)
             rep.applied.update(keyless.apply(conn, cfg, no_key))
         for rel in truncated:
             rep.applied.setdefault(rel, {})["truncate"] = 1
         rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))
+        say(f"checked {rep.fk_checked} foreign keys")
         for tp in p.ordered():
             assert tp.target is not None
             rep.sequences += apply.advance_sequences(conn, tp.target)
+        say(f"advanced {len(rep.sequences)} sequences")
         rep.duration_ms = int((time.monotonic() - started) * 1000)
         journal.write(conn, run, cfg.source.slot, mode, p.first_lsn, p.last_lsn, p.transactions,
                       p.changes, {**_counts(p, rep.applied), **keyless.journal_counts(no_key, rep.applied, cfg)},
                       [c.as_dict() for c in p.conflicts],
                       cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms)
+        say("journal written; committing")
     return rep
 
 

@@ -8,7 +8,7 @@ production changed it (for inserts: whether it was sent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ class Stage:
     signatures: dict[frozenset[str], int] = field(default_factory=dict)  # insert column sets
     changed: set[str] = field(default_factory=set)  # target columns any update changes
     rows: int = 0
+    held: list[Any] = field(default_factory=list)  # net inserts not staged (load(hold_inserts=True))
 
     @property
     def ident(self) -> sql.Identifier:
@@ -61,44 +62,111 @@ def create(conn: psycopg.Connection, st: Stage) -> None:
                  .format(st.ident, sql.SQL(", ").join(parts), st.target))
 
 
-def _row(st: Stage, r: Any) -> list[Any]:
-    v = st.tp.value
-    out: list[Any] = [r.op, r.last_lsn.value if r.last_lsn else 0, 0]
-    if r.op == INSERT:
-        sig = frozenset(c for c in st.sources if c in r.new)
-        out[2] = st.signatures.setdefault(sig, len(st.signatures))
-        for c in st.sources:
-            out += [v(c, r.new.get(c)), None, c in r.new]
-    elif r.op == UPDATE:
-        image = r.final_image()
-        for c, tc in zip(st.sources, st.columns):
-            x = c in r.changed
-            if x:
-                st.changed.add(tc)
-            out += [v(c, image.get(c)), v(c, r.base.get(c)), x]
-    else:  # a delete keeps its key in n{j}: every join reads keys from there
-        for c in st.sources:
-            b = v(c, r.base.get(c))
-            out += [b if c in st.tp.fold.pk else None, b, False]
-    return out
+class _Rows:
+    """Builds the COPY rows of one staging table: per row op, lsn, sig, then n{j}…, b{j}…, x{j}…"""
+
+    def __init__(self, st: Stage) -> None:
+        self.st = st
+        tp = st.tp
+        self.sources = st.sources
+        self.none = [None] * len(st.sources)
+        self.false = [False] * len(st.sources)
+        self.is_key = [c in tp.fold.pk for c in st.sources]
+        self.sigs: dict[tuple[str, ...], tuple[int, list[bool], bool]] = {}
+        # wal2json sends bytea as bare hex: only tables with a bytea column pay for the conversion
+        self.hexed = {c for c in st.sources if tp.fold.columns.get(c) == "bytea"}
+
+    def values(self, image: dict[str, Any]) -> list[Any]:
+        vals = [image.get(c) for c in self.sources]
+        if self.hexed:
+            vals = [("\\x" + v if c in self.hexed and isinstance(v, str) else v)
+                    for c, v in zip(self.sources, vals)]
+        return vals
+
+    def signature(self, new: dict[str, Any]) -> tuple[int, list[bool], bool]:
+        """The insert's set of sent columns as a number (one INSERT … SELECT per set), its flags,
+        and whether the image holds exactly the staged columns in their order (the usual case:
+        then its values are taken as they are)."""
+        names = tuple(new)
+        hit = self.sigs.get(names)
+        if hit is None:
+            sig = self.st.signatures.setdefault(frozenset(c for c in self.sources if c in new),
+                                                len(self.st.signatures))
+            aligned = names == tuple(self.sources) and not self.hexed
+            hit = self.sigs[names] = (sig, [c in new for c in self.sources], aligned)
+        return hit
+
+    def inserted(self, new: dict[str, Any]) -> tuple[int, list[bool], list[Any]]:
+        """An insert's signature, flags and values (n{j})."""
+        sig, xs, aligned = self.signature(new)
+        return sig, xs, list(new.values()) if aligned else self.values(new)
+
+    def row(self, r: Any) -> list[Any]:
+        if r.op == INSERT:
+            sig, xs, vals = self.inserted(r.new)
+            return [r.op, r.last_lsn, sig, *vals, *self.none, *xs]
+        if r.op == UPDATE:
+            xs = [c in r.changed for c in self.sources]
+            for tc, x in zip(self.st.columns, xs):
+                if x:
+                    self.st.changed.add(tc)
+            return [r.op, r.last_lsn, 0, *self.values(r.final_image()), *self.values(r.base), *xs]
+        base = self.values(r.base)  # a delete keeps its key in n{j}: every join reads keys there
+        return [r.op, r.last_lsn, 0, *[b if k else None for b, k in zip(base, self.is_key)], *base,
+                *self.false]
+
+
+def copy_rows(conn: psycopg.Connection, st: Stage, rows: Iterable[Any],
+              progress: Callable[[str], None] | None = None) -> None:
+    """COPY the net effects `rows` into the staging table (no-op updates are left out)."""
+    k = len(st.sources)
+    names = ["op", "lsn", "sig"] + [f"{p}{j}" for p in "nbx" for j in range(k)]
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        st.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
+    build = _Rows(st).row
+    with conn.cursor() as cur, cur.copy(copy) as cp:
+        write = cp.write_row
+        for r in rows:
+            if r.op == UPDATE and not r.changed:
+                continue
+            write(build(r))
+            st.rows += 1
+            if progress and st.rows % 20000 == 0:
+                progress(f"staging {st.tp.relation}: {st.rows}")
+
+
+def copy_held(conn: psycopg.Connection, st: Stage) -> int:
+    """COPY the held net inserts straight into the target, one COPY per set of sent columns
+    (absent columns take the target's default; COPY writes identity columns as given)."""
+    build = _Rows(st)
+    groups: dict[int, tuple[list[bool], list[Any]]] = {}
+    for r in st.held:
+        sig, xs, _ = build.signature(r.new)
+        groups.setdefault(sig, (xs, []))[1].append(r.new)
+    for xs, images in groups.values():
+        cols = [c for c, x in zip(st.columns, xs) if x]
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            st.target, sql.SQL(", ").join(map(sql.Identifier, cols)))
+        inserted, full = build.inserted, all(xs)
+        with conn.cursor() as cur, cur.copy(copy) as cp:  # rows built while the server parses
+            write = cp.write_row
+            for new in images:
+                vals = inserted(new)[2]
+                write(vals if full else [v for v, x in zip(vals, xs) if x])
+    return len(st.held)
 
 
 def load(conn: psycopg.Connection, tp: TablePlan, n: int,
-         progress: Callable[[str], None] | None = None) -> Stage:
-    """Create and fill the staging table of `tp` (no-op updates are left out)."""
+         progress: Callable[[str], None] | None = None, *, hold_inserts: bool = False) -> Stage:
+    """Create and fill the staging table of `tp`. With `hold_inserts`, net inserts stay in
+    ``Stage.held`` for apply to COPY straight into the target (see apply.inserts)."""
     sources = list(tp.colmap)
     st = Stage(tp, f"_pgcarry_stage_{n}", [tp.colmap[c] for c in sources], sources)
     create(conn, st)
-    names = ["op", "lsn", "sig"] + [f"{p}{j}" for j in range(len(sources)) for p in "nbx"]
-    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        st.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
-    with conn.cursor() as cur, cur.copy(copy) as cp:
-        for r in tp.fold.rows.values():
-            if r.op == UPDATE and not r.changed:
-                continue
-            cp.write_row(_row(st, r))
-            st.rows += 1
-            if progress and st.rows % 20000 == 0:
-                progress(f"staging {tp.relation}: {st.rows}")
+    rows: Iterable[Any] = tp.fold.rows.values()
+    if hold_inserts:
+        st.held = [r for r in rows if r.op == INSERT]
+        rows = [r for r in tp.fold.rows.values() if r.op != INSERT]
+    copy_rows(conn, st, rows, progress)
     conn.execute(sql.SQL("ANALYZE {}").format(st.ident))
     return st

@@ -8,12 +8,13 @@ without the ``\\x`` prefix. numeric/float NaN and Infinity arrive as null.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
+
+import msgspec
 
 from pgcarry.schemas.lsn import Lsn
 
@@ -21,9 +22,13 @@ INSERT, UPDATE, DELETE, TRUNCATE = "I", "U", "D", "T"
 ACTION_NAMES = {INSERT: "insert", UPDATE: "update", DELETE: "delete", TRUNCATE: "truncate"}
 
 
-def loads(text: str) -> Any:
-    """Parse wal2json output losslessly: integers stay int, other numbers become Decimal."""
-    return json.loads(text, parse_float=Decimal)
+_decode = msgspec.json.Decoder(float_hook=Decimal).decode
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse wal2json output losslessly: integers stay int (any size), other numbers become
+    Decimal from their exact text."""
+    return _decode(text)
 
 
 def _image(items: list[dict[str, Any]] | None) -> dict[str, Any]:

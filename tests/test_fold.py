@@ -1,14 +1,30 @@
-"""Net-effect folding of captured events, without a database."""
+"""Net-effect folding of captured events, without a database: every rule holds both for the
+reference fold (Change objects; mode `txn` and verify) and for mode `net`'s reader (raw rows)."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
 from pgcarry.errors import ReplayError
+from pgcarry.replay import keyless, reader
 from pgcarry.replay.fold import fold
 from tests.walgen import Wal
 
 T = "public.t"
+
+
+def _read(changes):
+    rows = [(0, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw) for ch in changes]
+    return reader.read(iter(rows), {}, lambda _m: None)
+
+
+@pytest.fixture(autouse=True, params=["Folder", "reader"])
+def _implementation(request, monkeypatch):
+    """Run each test with `fold` meaning the reference fold, then the raw reader."""
+    if request.param == "reader":
+        monkeypatch.setattr(sys.modules[__name__], "fold", _read)
 
 
 def _one(changes):
@@ -116,3 +132,38 @@ def test_inconsistent_streams_are_errors_with_context():
     with pytest.raises(ReplayError) as e:
         fold([w.ins(T, id=1), w.ins(T, id=1)])
     assert "table=public.t" in str(e.value) and "key=(1,)" in str(e.value)
+
+
+def test_reader_keeps_numbers_exact_and_learns_types_of_new_columns():
+    w = Wal(types={T: {"id": "bigint", "p": "numeric(30,10)", "late": "text"}})
+    big = 2**70
+    raw = w.ins(T, id=1, p=7).raw.replace("\"value\": 7}", "\"value\": 12345678901234567890.1234567890}")
+    ch = w.ins(T, id=big, p=2)
+    late = w.upd(T, {"id": big, "p": 2}, {"id": big, "p": 2, "late": "x"})
+    rows = [(0, 1, "I", "public", "t", raw), (0, 2, "I", "public", "t", ch.raw),
+            (0, 3, "U", "public", "t", late.raw)]
+    t = reader.read(iter(rows), {}, lambda _m: None)[T]
+    assert t.rows[(1,)].new == {"id": 1, "p": "12345678901234567890.1234567890"}
+    assert t.rows[(big,)].new == {"id": big, "p": 2, "late": "x"}
+    assert t.columns == {"id": "bigint", "p": "numeric(30,10)", "late": "text"}
+
+
+def test_reader_keeps_a_keyless_relations_inserts_in_order():
+    w = Wal(pk={T: []})
+    rows = [(0, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw)
+            for ch in (w.ins(T, a=1), w.ins(T, a=1), w.ins(T, a=2))]
+    t = reader.read(iter(rows), {}, lambda _m: None)[T]
+    assert (t.pk, t.rows, t.plain) == ([], {}, [{"a": 1}, {"a": 1}, {"a": 2}])
+    assert t.captured == {"I": 3}
+
+
+def test_a_keyless_relation_with_captured_updates_is_refused_by_name():
+    w = Wal(pk={T: []})
+    rows = [(0, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw)
+            for ch in (w.ins(T, a=1), w.upd(T, {"a": 1}, {"a": 2}), w.dele(T, a=2))]
+    folds = reader.read(iter(rows), {}, lambda _m: None)
+    with pytest.raises(ReplayError) as e:
+        keyless.split(folds)
+    assert str(e.value).startswith("relation without a primary key has captured delete, update "
+                                   "changes")
+    assert "table=public.t" in str(e.value)

@@ -85,6 +85,33 @@ def test_insert_exists_fail_lists_conflict_and_changes_nothing(target, workdir):
     assert rows(target, "SELECT name, n, extra FROM parent WHERE id = 2") == [("prod-two", 1, "dflt")]
 
 
+def test_inserts_copied_into_the_target_fall_back_to_staging_when_the_copy_fails(target, workdir):
+    """Net inserts go straight into the target by COPY; when that fails (here a unique index
+    other than the key), it is undone, the inserts are staged and the error is reported from
+    there, and the target is unchanged. Without the clash the same log applies, and an insert
+    that did not send a column gets the target's default."""
+    with psycopg.connect(target) as c:
+        c.execute("CREATE UNIQUE INDEX parent_name ON parent (name)")
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(
+        w.ins(P, id=5, name="five", n=5, big=None, extra="e"),
+        w.ins(C, id=30, parent_id=5, v="c"),
+        w.ins(P, id=6, name="two", n=6, big=None))])  # "two" is parent 2's name; no extra
+    with pytest.raises(ReplayError) as e:
+        replay(cfg(workdir), log, target)
+    assert "insert failed" in str(e.value) and "parent_name" in str(e.value)
+    assert rows(target, "SELECT id FROM parent ORDER BY id") == [(1,), (2,), (3,)]
+    assert rows(target, "SELECT count(*) FROM child") == [(2,)]
+    assert rows(target, "SELECT to_regclass('pgcarry.replay_journal')") == [(None,)]
+    with psycopg.connect(target) as c:
+        c.execute("DROP INDEX parent_name")
+    rep = replay(cfg(workdir), log, target)
+    assert rep.applied[P]["insert"] == 2 and rep.applied[C]["insert"] == 1
+    assert rows(target, "SELECT id, name, n, extra FROM parent WHERE id > 3 ORDER BY id") == [
+        (5, "five", 5, "e"), (6, "two", 6, "dflt")]
+    assert rows(target, "SELECT id, parent_id, v FROM child WHERE id = 30") == [(30, 5, "c")]
+
+
 def test_insert_exists_target_wins_keeps_the_target_row(target, workdir):
     w = Wal()
     log = write_log(workdir / "log.db", [w.txn(w.ins(P, id=2, name="prod-two", n=1, big=None))])
