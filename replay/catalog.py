@@ -28,6 +28,7 @@ class TargetTable:
     oid: int
     columns: dict[str, TargetColumn] = field(default_factory=dict)
     primary_key: list[str] = field(default_factory=list)
+    deferrable_key: bool = False  # the primary key is checked at commit, not per row
 
     @property
     def relation(self) -> str:
@@ -64,7 +65,7 @@ WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
 _PKEYS = """
-SELECT i.indrelid, a.attname
+SELECT i.indrelid, a.attname, NOT i.indimmediate
 FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, pos)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE i.indisprimary AND i.indrelid = ANY(%s)
@@ -103,8 +104,9 @@ def read_tables(conn: psycopg.Connection, relations: list[str]) -> dict[str, Tar
     oids = list(tables)
     for oid, name, typ, generated, identity in conn.execute(_COLUMNS, (oids,)):
         tables[oid].columns[name] = TargetColumn(name, typ, generated, identity)
-    for oid, name in conn.execute(_PKEYS, (oids,)):
+    for oid, name, deferrable in conn.execute(_PKEYS, (oids,)):
         tables[oid].primary_key.append(name)
+        tables[oid].deferrable_key = deferrable
     return {t.relation: t for t in tables.values()}
 
 

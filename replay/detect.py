@@ -19,10 +19,12 @@ from pgcarry.schemas.lsn import Lsn
 _KINDS = {"I": "insert-exists", "U": "update-missing", "D": "delete-missing"}
 
 
-def _rows(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
+def _rows(conn: psycopg.Connection, st: Stage, ops: str = "IUD") -> list[Conflict]:
     rules = st.tp.rules
     out = []
     for op, kind in _KINDS.items():
+        if op not in ops:
+            continue
         exists = sql.SQL("" if op == "I" else "NOT ") + sql.SQL("EXISTS")
         q = sql.SQL("SELECT {k}, s.lsn FROM {s} s WHERE s.op = %s AND {e} "
                     "(SELECT 1 FROM {t} t WHERE {on}) ORDER BY s.lsn").format(
@@ -56,7 +58,8 @@ def _columns(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
 _SPECIAL = ("numeric", "decimal", "double precision", "real", "float")
 
 
-def lost_values(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
+def lost_values(conn: psycopg.Connection, st: Stage, ops: tuple[str, ...] = ("I", "U")
+                ) -> list[Conflict]:
     """A null that wal2json sent for a numeric/float column the target declares NOT NULL was NaN
     or ±Infinity on production (JSON cannot carry them): writing null or failing later is wrong."""
     tp, out = st.tp, []
@@ -67,10 +70,10 @@ def lost_values(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
     for src, col in zip(st.sources, st.columns):
         if col not in notnull or not (tp.fold.columns.get(src) or "").startswith(_SPECIAL):
             continue
-        q = sql.SQL("SELECT {k}, s.lsn FROM {s} s WHERE s.op IN ('I', 'U') AND {x} AND {n} IS NULL "
+        q = sql.SQL("SELECT {k}, s.lsn FROM {s} s WHERE s.op = ANY(%s) AND {x} AND {n} IS NULL "
                     "ORDER BY s.lsn").format(k=st.key_select(), s=st.ident, x=st.col("x", col),
                                              n=st.col("n", col))
-        for *key, lsn in conn.execute(q):
+        for *key, lsn in conn.execute(q, (list(ops),)):
             out.append(Conflict(tp.relation, tuple(key), Lsn(lsn), "lost-value", "fail", col))
     return out
 
@@ -85,3 +88,9 @@ def truncates(tp: TablePlan) -> list[Conflict]:
 def detect(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
     """Every conflict of one staged relation, in LSN order per kind."""
     return truncates(st.tp) + _rows(conn, st) + _columns(conn, st) + lost_values(conn, st)
+
+
+def insert_conflicts(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
+    """The conflicts of the staged inserts alone (keys that exist, values wal2json lost): asked
+    after deletes and updates already ran, when only the inserts were staged late."""
+    return _rows(conn, st, "I") + lost_values(conn, st, ("I",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pgcarry.errors import ReplayError
@@ -37,6 +38,9 @@ class RowEffect:
         return {**self.base, **self.new}
 
 
+_DECIMAL_TYPES = ("numeric", "decimal", "real", "double precision", "float")
+
+
 @dataclass
 class TableFold:
     """The folded effects of one source relation."""
@@ -50,6 +54,18 @@ class TableFold:
     partial_old: bool = False  # some old image lacked columns: not REPLICA IDENTITY FULL
     columns: dict[str, str] = field(default_factory=dict)  # every column seen -> wal2json type
     plain: list[dict[str, Any]] = field(default_factory=list)  # keyless relation: its inserts
+    _decimal_key: list[bool] | None = None
+
+    def key(self, parts: tuple[Any, ...]) -> Key:
+        """`parts` as a key: numeric/float parts compare as numbers (1.5 and 1.50 are one key)
+        whether they arrive as Decimal (Change) or as their text (replay's reader)."""
+        flags = self._decimal_key
+        if flags is None or len(flags) != len(self.pk):
+            flags = self._decimal_key = [
+                (self.columns.get(c) or "").startswith(_DECIMAL_TYPES) for c in self.pk]
+        if not any(flags):
+            return parts
+        return tuple(Decimal(v) if f and isinstance(v, str) else v for v, f in zip(parts, flags))
 
     def tally(self) -> Counter[str]:
         """Net row operations by op (INSERT/UPDATE/DELETE), and "noop": updates that change
@@ -121,7 +137,7 @@ class Folder:
     @staticmethod
     def _key(t: TableFold, image: dict[str, Any], lsn: int) -> Key:
         try:
-            return tuple([image[c] for c in t.pk])
+            return t.key(tuple([image[c] for c in t.pk]))
         except KeyError as e:
             raise ReplayError(
                 f"change lacks primary-key column {e.args[0]}", table=t.relation, lsn=Lsn(lsn)
@@ -150,7 +166,7 @@ class Folder:
         if any(c not in old for c in new):
             t.partial_old = True
         old_key = self._key(t, old, lsn) if old else self._key(t, new, lsn)
-        new_key = tuple([new.get(c, k) for c, k in zip(t.pk, old_key)])
+        new_key = t.key(tuple([new.get(c, k) for c, k in zip(t.pk, old_key)]))
         if new_key != old_key:  # a primary-key change: delete the old key, insert the new one
             prev = t.rows.get(old_key)
             image = {**(prev.final_image() if prev else old), **new}

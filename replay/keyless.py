@@ -11,13 +11,15 @@ from psycopg import sql
 from pgcarry.errors import ReplayError
 from pgcarry.replay import catalog
 from pgcarry.replay.fold import TableFold
-from pgcarry.schemas.change import ACTION_NAMES, INSERT
+from pgcarry.schemas.change import ACTION_NAMES, INSERT, TRUNCATE
 from pgcarry.schemas.config import Config
 
 
 def split(folds: dict[str, TableFold]) -> dict[str, TableFold]:
-    """Take the keyless relations out of `folds`; refuse those that are not insert-only."""
-    out = {r: f for r, f in folds.items() if not f.pk}
+    """Take the keyless relations out of `folds`; refuse those that are not insert-only. (A
+    relation seen only through a TRUNCATE has no known key either; it stays for the plan.)"""
+    out = {r: f for r, f in folds.items()
+           if not f.pk and (f.plain or any(a != TRUNCATE for a in f.captured))}
     for rel, f in out.items():
         other = {a: n for a, n in f.captured.items() if a != INSERT and n}
         if other:

@@ -173,9 +173,12 @@ def build(folds: dict[str, TableFold], targets: dict[str, TargetTable], fkeys: l
             drift.append(Drift("missing-table", rel, None, f"no table {pol.rename_to or rel} in the target",
                                f'{_tcfg(rel)} rename-to = "schema.table"  # or ignore = true', True))
             continue
-        if not fold.pk:  # only a TRUNCATE was captured: no change named the key
+        truncate_only = not fold.pk
+        if truncate_only:  # only a TRUNCATE was captured: no change named the key
             fold.pk = list(tp.target.primary_key)
         _map_columns(tp, cfg, _types(fold, manifest), drift)
+        if truncate_only:  # the (empty) staging table still needs the key its joins read
+            tp.colmap.update({k: k for k in fold.pk if k not in tp.colmap})
         _check_key(tp, drift)
         _identity(tp, manifest, drift)
         tables[tp.relation] = tp

@@ -49,9 +49,17 @@ _decode = msgspec.json.Decoder(_Doc, float_hook=str).decode
 _header = msgspec.json.Decoder(_Header, float_hook=str).decode
 
 
-def _learn(t: TableFold, raw: str) -> None:
+def _decoded(decode: Callable[[str], Any], raw: str, rel: str, lsn: int) -> Any:
+    try:
+        return decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ReplayError(f"captured change cannot be decoded: {e}", table=rel, lsn=Lsn(lsn),
+                          hint="nothing was applied; the log is damaged") from None
+
+
+def _learn(t: TableFold, raw: str, lsn: int) -> None:
     """Record the wal2json type of every column of `raw` not seen before in its relation."""
-    h = _header(raw)
+    h = _decoded(_header, raw, t.relation, lsn)
     for c in h.columns + h.identity:
         t.columns.setdefault(c.name, c.type)
 
@@ -96,28 +104,25 @@ def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[
         if action == TRUNCATE:
             folder.truncate(folder.table(rel, action, lsn, list), lsn)
             continue
-        try:
-            d = _decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            raise ReplayError(f"captured change cannot be decoded: {e}", table=rel, lsn=Lsn(lsn),
-                              hint="nothing was applied; the log is damaged") from None
+        d = _decoded(_decode, raw, rel, lsn)
         t = tables.get(rel)
         if t is None or not t.pk:
-            t = folder.table(rel, action, lsn, lambda: [k.name for k in _header(raw).pk])
+            t = folder.table(rel, action, lsn,
+                             lambda: [k.name for k in _decoded(_header, raw, rel, lsn).pk])
         else:
             t.captured[action] += 1
         new = {c.name: c.value for c in d.columns}
         old = {c.name: c.value for c in d.identity}
         seen = t.columns.keys()
         if not (seen >= new.keys() and seen >= old.keys()):
-            _learn(t, raw)
+            _learn(t, raw, lsn)
         if not t.pk:  # keyless: inserts kept in order; keyless.split refuses anything else
             if action == INSERT:
                 t.plain.append(new)
             continue
         if action == INSERT:
             pk = t.pk
-            key = (new[pk[0]],) if len(pk) == 1 and pk[0] in new else None
+            key = t.key((new[pk[0]],)) if len(pk) == 1 and pk[0] in new else None
             if key is not None and key not in t.rows:
                 t.rows[key] = RowEffect(INSERT, key, new, {}, set(), lsn, lsn, 1)
             else:

@@ -19,7 +19,7 @@ from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
 from pgcarry.replay import apply, catalog, journal, keyless, reader, stage, txn
 from pgcarry.replay import plan as plan_mod
-from pgcarry.replay.detect import detect
+from pgcarry.replay.detect import detect, insert_conflicts
 from pgcarry.replay.fold import Folder, TableFold
 from pgcarry.replay.plan import Plan
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
@@ -105,9 +105,17 @@ def _insert(conn: psycopg.Connection, st: stage.Stage, plan: Plan) -> int:
         except psycopg.Error:
             stage.copy_rows(conn, st, st.held)
             st.held = []
-            plan.conflicts += [c for c in detect(conn, st) if c not in plan.conflicts]
+            plan.conflicts += insert_conflicts(conn, st)
             _fail_on_conflicts(plan)
     return apply.inserts(conn, st)
+
+
+def _copy_checks_key(tp: plan_mod.TablePlan) -> bool:
+    """Whether a COPY straight into the target fails on an existing key, as insert-exists = fail
+    wants: the target's primary key is the replay key and is checked per row (not deferrable)."""
+    t = tp.target
+    return (tp.rules.insert_exists == "fail" and t is not None and not t.deferrable_key
+            and sorted(t.primary_key) == sorted(tp.key))
 
 
 def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], plan: Plan,
@@ -204,7 +212,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             plan_mod.raise_blocking(p)
         stages = []
         for i, tp in enumerate(p.ordered()):
-            hold = mode == "net" and not dry_run and tp.rules.insert_exists == "fail"
+            hold = mode == "net" and not dry_run and _copy_checks_key(tp)
             st = stage.load(conn, tp, i, say, hold_inserts=hold)
             say(f"staged {tp.relation}: {st.rows} net rows")
             p.conflicts += detect(conn, st)

@@ -94,22 +94,39 @@ def test_inserts_copied_into_the_target_fall_back_to_staging_when_the_copy_fails
         c.execute("CREATE UNIQUE INDEX parent_name ON parent (name)")
     w = Wal()
     log = write_log(workdir / "log.db", [w.txn(
+        w.dele(P, id=3, name="three", n=30, big=None, extra="dflt"),
         w.ins(P, id=5, name="five", n=5, big=None, extra="e"),
         w.ins(C, id=30, parent_id=5, v="c"),
         w.ins(P, id=6, name="two", n=6, big=None))])  # "two" is parent 2's name; no extra
-    with pytest.raises(ReplayError) as e:
-        replay(cfg(workdir), log, target)
+    with pytest.raises(ReplayError) as e:  # the delete that already ran is no delete-missing
+        replay(cfg(workdir, **{"delete-missing": "fail"}), log, target)
     assert "insert failed" in str(e.value) and "parent_name" in str(e.value)
     assert rows(target, "SELECT id FROM parent ORDER BY id") == [(1,), (2,), (3,)]
     assert rows(target, "SELECT count(*) FROM child") == [(2,)]
     assert rows(target, "SELECT to_regclass('pgcarry.replay_journal')") == [(None,)]
     with psycopg.connect(target) as c:
         c.execute("DROP INDEX parent_name")
-    rep = replay(cfg(workdir), log, target)
-    assert rep.applied[P]["insert"] == 2 and rep.applied[C]["insert"] == 1
-    assert rows(target, "SELECT id, name, n, extra FROM parent WHERE id > 3 ORDER BY id") == [
+    rep = replay(cfg(workdir, **{"delete-missing": "fail"}), log, target)
+    assert rep.applied[P] == {"insert": 2, "update": 0, "delete": 1, "reinsert": 0}
+    assert rep.applied[C]["insert"] == 1 and rep.plan.conflicts == []
+    assert rows(target, "SELECT id, name, n, extra FROM parent WHERE id > 2 ORDER BY id") == [
         (5, "five", 5, "e"), (6, "two", 6, "dflt")]
     assert rows(target, "SELECT id, parent_id, v FROM child WHERE id = 30") == [(30, 5, "c")]
+
+
+def test_insert_exists_is_found_when_the_target_key_is_deferrable(target, workdir):
+    """A deferrable key would let a COPY of an existing key pass until COMMIT: such a table's
+    inserts are staged and checked first, so the conflict is listed with its key."""
+    with psycopg.connect(target) as c:
+        c.execute("CREATE TABLE dpk (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, v text);"
+                  "INSERT INTO dpk VALUES (1, 'test')")
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.ins("public.dpk", id=1, v="prod"),
+                                               w.ins("public.dpk", id=2, v="new"))])
+    with pytest.raises(ConflictError) as e:
+        replay(cfg(workdir), log, target)
+    assert "insert-exists" in str(e.value) and "key=(1,)" in str(e.value)
+    assert rows(target, "SELECT * FROM dpk") == [(1, "test")]
 
 
 def test_insert_exists_target_wins_keeps_the_target_row(target, workdir):
@@ -164,3 +181,14 @@ def test_truncate_fails_by_default_and_applies_when_asked(target, workdir):
     assert "truncate" in str(e.value) and "public.child" in str(e.value)
     replay(cfg(workdir, truncate="apply"), log, target)
     assert rows(target, "SELECT * FROM child") == [(5, 1, "n")]
+
+
+def test_a_relation_seen_only_through_a_truncate(target, workdir):
+    w = Wal()
+    log = write_log(workdir / "log.db", [w.txn(w.trunc(C))])
+    with pytest.raises(ConflictError) as e:
+        replay(cfg(workdir), log, target)
+    assert "truncate" in str(e.value) and "public.child" in str(e.value)
+    rep = replay(cfg(workdir, truncate="apply"), log, target)
+    assert rep.applied[C]["truncate"] == 1
+    assert rows(target, "SELECT count(*) FROM child") == [(0,)]
