@@ -9,8 +9,9 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.errors import ReplayError
-from pgcarry.replay import catalog
+from pgcarry.replay import catalog, stage
 from pgcarry.replay.fold import TableFold
+from pgcarry.replay.plan import bytea_text
 from pgcarry.schemas.change import ACTION_NAMES, INSERT, TRUNCATE
 from pgcarry.schemas.config import Config
 
@@ -53,12 +54,9 @@ def apply(conn: psycopg.Connection, cfg: Config, keyless: dict[str, TableFold]
         for sent, images in groups.items():
             cols = [c for c in sent if c in t.columns and not t.columns[c].generated]
             hexed = [f.columns.get(c) == "bytea" for c in cols]
-            copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                ident, sql.SQL(", ").join(sql.Identifier(c) for c in cols))
-            with conn.cursor() as cur, cur.copy(copy) as cp:
-                for image in images:  # wal2json sends bytea as bare hex
-                    cp.write_row([("\\x" + v if h and isinstance(v, str) else v)
-                                  for v, h in zip((image[c] for c in cols), hexed)])
+            stage.copy_into(conn, ident, cols, ([bytea_text(v) if h else v for v, h in
+                                                  zip((image[c] for c in cols), hexed)]
+                                                 for image in images))
             n += len(images)
         applied[trel] = {"insert": n}
     return applied

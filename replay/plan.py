@@ -43,6 +43,11 @@ class Conflict:
                 "column": self.column, "decision": self.decision}
 
 
+def bytea_text(value: Any) -> Any:
+    """A bytea value as its input function reads it: wal2json sends the hex digits bare."""
+    return "\\x" + value if isinstance(value, str) else value
+
+
 @dataclass
 class TablePlan:
     source: str
@@ -64,9 +69,7 @@ class TablePlan:
     def value(self, column: str, value: Any) -> Any:
         """A captured value as the target's input function reads it (wal2json sends bytea as
         bare hex)."""
-        if isinstance(value, str) and self.fold.columns.get(column) == "bytea":
-            return "\\x" + value
-        return value
+        return bytea_text(value) if self.fold.columns.get(column) == "bytea" else value
 
     def policy(self, target_column: str) -> str:
         src = next((s for s, t in self.colmap.items() if t == target_column), target_column)

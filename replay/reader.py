@@ -45,7 +45,7 @@ class _Header(msgspec.Struct):
     pk: list[_Typed] = []
 
 
-_decode = msgspec.json.Decoder(_Doc, float_hook=str).decode
+decode = msgspec.json.Decoder(_Doc, float_hook=str).decode  # what replay reads of each change
 _header = msgspec.json.Decoder(_Header, float_hook=str).decode
 
 
@@ -104,7 +104,7 @@ def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[
         if action == TRUNCATE:
             folder.truncate(folder.table(rel, action, lsn, list), lsn)
             continue
-        d = _decoded(_decode, raw, rel, lsn)
+        d = _decoded(decode, raw, rel, lsn)
         t = tables.get(rel)
         if t is None or not t.pk:
             t = folder.table(rel, action, lsn,

@@ -8,14 +8,14 @@ production changed it (for inserts: whether it was sent).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgcarry.replay.plan import TablePlan
+from pgcarry.replay.plan import TablePlan, bytea_text
 from pgcarry.schemas.change import INSERT, UPDATE
 
 
@@ -79,8 +79,7 @@ class _Rows:
     def values(self, image: dict[str, Any]) -> list[Any]:
         vals = [image.get(c) for c in self.sources]
         if self.hexed:
-            vals = [("\\x" + v if c in self.hexed and isinstance(v, str) else v)
-                    for c, v in zip(self.sources, vals)]
+            vals = [bytea_text(v) if c in self.hexed else v for c, v in zip(self.sources, vals)]
         return vals
 
     def signature(self, new: dict[str, Any]) -> tuple[int, list[bool], bool]:
@@ -116,23 +115,35 @@ class _Rows:
                 *self.false]
 
 
+def copy_into(conn: psycopg.Connection, table: sql.Composable, columns: list[str],
+              rows: Iterable[Sequence[Any]]) -> None:
+    """COPY `rows` into `columns` of `table`. Pass a generator: each row is built while the
+    server parses the ones before it."""
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with conn.cursor() as cur, cur.copy(copy) as cp:
+        write = cp.write_row
+        for row in rows:
+            write(row)
+
+
 def copy_rows(conn: psycopg.Connection, st: Stage, rows: Iterable[Any],
               progress: Callable[[str], None] | None = None) -> None:
     """COPY the net effects `rows` into the staging table (no-op updates are left out)."""
     k = len(st.sources)
     names = ["op", "lsn", "sig"] + [f"{p}{j}" for p in "nbx" for j in range(k)]
-    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        st.ident, sql.SQL(", ").join(map(sql.Identifier, names)))
     build = _Rows(st).row
-    with conn.cursor() as cur, cur.copy(copy) as cp:
-        write = cp.write_row
+
+    def staged() -> Iterator[list[Any]]:
         for r in rows:
             if r.op == UPDATE and not r.changed:
                 continue
-            write(build(r))
+            yield build(r)
             st.rows += 1
             if progress and st.rows % 20000 == 0:
                 progress(f"staging {st.tp.relation}: {st.rows}")
+
+    copy_into(conn, st.ident, names, staged())
 
 
 def copy_held(conn: psycopg.Connection, st: Stage) -> int:
@@ -145,14 +156,9 @@ def copy_held(conn: psycopg.Connection, st: Stage) -> int:
         groups.setdefault(sig, (xs, []))[1].append(r.new)
     for xs, images in groups.values():
         cols = [c for c, x in zip(st.columns, xs) if x]
-        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            st.target, sql.SQL(", ").join(map(sql.Identifier, cols)))
-        inserted, full = build.inserted, all(xs)
-        with conn.cursor() as cur, cur.copy(copy) as cp:  # rows built while the server parses
-            write = cp.write_row
-            for new in images:
-                vals = inserted(new)[2]
-                write(vals if full else [v for v, x in zip(vals, xs) if x])
+        vals = (build.inserted(new)[2] for new in images)
+        copy_into(conn, st.target, cols, vals if all(xs) else
+                  ([v for v, x in zip(row, xs) if x] for row in vals))
     return len(st.held)
 
 

@@ -192,3 +192,21 @@ def test_a_relation_seen_only_through_a_truncate(target, workdir):
     rep = replay(cfg(workdir, truncate="apply"), log, target)
     assert rep.applied[C]["truncate"] == 1
     assert rows(target, "SELECT count(*) FROM child") == [(0,)]
+
+
+def test_bytea_arrives_as_bare_hex_and_is_written_as_bytes(target, workdir):
+    """wal2json sends bytea without its \\x: inserts COPYed into the target, staged updates and a
+    keyless relation's inserts all write the bytes."""
+    with psycopg.connect(target) as c:
+        c.execute("CREATE TABLE blobs (id int PRIMARY KEY, b bytea); "
+                  "INSERT INTO blobs VALUES (1, '\\x01'); CREATE TABLE blob_log (b bytea, note text)")
+    w = Wal(types={"public.blobs": {"id": "integer", "b": "bytea"},
+                   "public.blob_log": {"b": "bytea", "note": "text"}}, pk={"public.blob_log": []})
+    log = write_log(workdir / "log.db", [w.txn(
+        w.ins("public.blobs", id=2, b="00ff10"),
+        w.upd("public.blobs", {"id": 1, "b": "01"}, {"id": 1, "b": "beef"}),
+        w.ins("public.blob_log", b="cafe", note="n"))])
+    rep = replay(cfg(workdir), log, target)
+    assert rep.applied["public.blob_log"] == {"insert": 1}
+    assert rows(target, "SELECT id, b FROM blobs ORDER BY id") == [(1, b"\xbe\xef"), (2, b"\x00\xff\x10")]
+    assert rows(target, "SELECT b, note FROM blob_log") == [(b"\xca\xfe", "n")]
