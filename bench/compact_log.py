@@ -20,7 +20,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from replay import _prepare  # noqa: E402  (bench/replay.py's workload)
+from replay import _prepare, _read_floor  # noqa: E402  (bench/replay.py's workload)
 
 from pgcarry.changelog.sqlite import SQLiteLog  # noqa: E402
 from pgcarry.localpg import LocalCluster  # noqa: E402
@@ -29,7 +29,7 @@ from pgcarry.replay import reader  # noqa: E402
 
 def _convert(log: SQLiteLog, path: Path) -> float:
     """Decode every change and store it compactly; returns the seconds the conversion took."""
-    encode, decode = msgspec.msgpack.Encoder().encode, msgspec.json.Decoder(reader._Doc, float_hook=str).decode
+    encode, decode = msgspec.msgpack.Encoder().encode, reader.decode
     colsets: dict[tuple[str, str, tuple[str, ...]], int] = {}
     out = []
     t = time.perf_counter()
@@ -59,15 +59,6 @@ def _read_compact(path: Path) -> float:
     return took
 
 
-def _read_wal2json(log: SQLiteLog) -> float:
-    decode = msgspec.json.Decoder(reader._Doc, float_hook=str).decode
-    t = time.perf_counter()
-    with reader.no_gc():
-        for *_, raw in log.raw_changes():
-            decode(raw)
-    return time.perf_counter() - t
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--changes", type=int, default=100_000)
@@ -81,7 +72,7 @@ def main() -> None:
         log = SQLiteLog(work / "log.db", readonly=True)
         n = sum(1 for _ in log.raw_changes())
         convert = _convert(log, work / "compact.db")
-        wal = min(_read_wal2json(log) for _ in range(args.rounds))
+        wal = min(_read_floor(log) for _ in range(args.rounds))
         compact = min(_read_compact(work / "compact.db") for _ in range(args.rounds))
         big, small = log.size_bytes(), (work / "compact.db").stat().st_size
         print(f"{n} changes; log {big / 1e6:.0f} MB as wal2json, {small / 1e6:.0f} MB compact "

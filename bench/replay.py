@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgspec
 import psycopg
 from psycopg import sql
 
@@ -149,11 +148,10 @@ def _copy_lower_bound(log: SQLiteLog, dsn: str) -> tuple[float, int]:
 def _read_floor(log: SQLiteLog) -> float:
     """Read every change from the log and decode it once, as replay's reader does, and nothing
     else: what any replay of this log pays before folding or writing a row."""
-    decode = msgspec.json.Decoder(float_hook=str).decode
     t = time.perf_counter()
     with reader.no_gc():
         for *_, raw in log.raw_changes():
-            decode(raw)
+            reader.decode(raw)
     return time.perf_counter() - t
 
 
