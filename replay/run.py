@@ -39,6 +39,7 @@ class Report:
     fk_checked: int = 0
     after: str | None = None
     duration_ms: int = 0
+    keyless: dict[str, int] = field(default_factory=dict)  # relation without a key -> its inserts
 
     def as_dict(self) -> dict[str, Any]:
         from pgcarry.replay.report import report_dict
@@ -200,6 +201,8 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         else:
             folds = reader.read(log.raw_changes(after), stats, say)
             no_key = keyless.split(folds)
+            rep.keyless = {rel: len(f.plain) for rel, f in no_key.items()
+                           if not cfg.replay.table(rel).ignore}
         if not stats.get("transactions"):
             conn.rollback()
             rep.status = "nothing"

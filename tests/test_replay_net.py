@@ -7,6 +7,7 @@ import pytest
 
 from pgcarry.errors import ConflictError, ReplayError
 from pgcarry.replay import replay
+from pgcarry.replay.report import render
 from pgcarry.schemas.config import Config
 from tests.walgen import Wal, write_log
 
@@ -210,3 +211,20 @@ def test_bytea_arrives_as_bare_hex_and_is_written_as_bytes(target, workdir):
     assert rep.applied["public.blob_log"] == {"insert": 1}
     assert rows(target, "SELECT id, b FROM blobs ORDER BY id") == [(1, b"\xbe\xef"), (2, b"\x00\xff\x10")]
     assert rows(target, "SELECT b, note FROM blob_log") == [(b"\xca\xfe", "n")]
+
+
+def test_dry_run_lists_a_relation_without_a_key(target, workdir, capsys):
+    with psycopg.connect(target) as c:
+        c.execute("CREATE TABLE events (at int, what text)")
+    w = Wal(types={"public.events": {"at": "integer", "what": "text"}}, pk={"public.events": []})
+    log = write_log(workdir / "log.db", [w.txn(w.ins("public.events", at=1, what="a"),
+                                               w.ins("public.events", at=1, what="a"))])
+    rep = replay(cfg(workdir), log, target, dry_run=True)
+    assert rep.as_dict()["keyless"] == [{"table": "public.events", "insert": 2, "applied": None}]
+    render(rep, lambda head, rows: None)
+    assert "no primary key: public.events: 2 inserts, replayed as they came\n" in capsys.readouterr().out
+    assert rows(target, "SELECT count(*) FROM events") == [(0,)]
+    rep = replay(cfg(workdir), log, target)
+    assert rep.as_dict()["keyless"] == [{"table": "public.events", "insert": 2,
+                                         "applied": {"insert": 2}}]
+    assert rows(target, "SELECT * FROM events") == [(1, "a"), (1, "a")]
