@@ -229,30 +229,27 @@ class KafkaLog(ChangeLog):
         self._index.scanned = max(self._index.scanned, end)
         return end
 
-    def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
+    def _complete(self, after: Lsn | None) -> Iterator[tuple[Cursor, int, tuple[Any, ...]]]:
+        """Each complete transaction past `after` in commit order, with a cursor to read it."""
         end = self._refresh()
         floor = after.value if after is not None else -1
         cursor = Cursor(self._io, self.topic, end)
         try:
             for lsn in sorted(k for k in self._index.complete if k > floor):
-                first, marker, xid, n, ctime = self._index.complete[lsn]
-                changes = cursor.changes(lsn, first + 1, marker)
-                yield Transaction(xid, Lsn(lsn), ctime, n, list(changes) if n <= SMALL_TXN else changes)
+                yield cursor, lsn, self._index.complete[lsn]
         finally:
             cursor.close()
 
+    def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
+        for cursor, lsn, (first, marker, xid, n, ctime) in self._complete(after):
+            changes = cursor.changes(lsn, first + 1, marker)
+            yield Transaction(xid, Lsn(lsn), ctime, n, list(changes) if n <= SMALL_TXN else changes)
+
     def raw_changes(self, after: Lsn | None = None) -> Iterator[RawChange]:
         """Replay's bulk path: the same changes as ``transactions(after)``, as plain tuples."""
-        end = self._refresh()
-        floor = after.value if after is not None else -1
-        cursor = Cursor(self._io, self.topic, end)
-        try:
-            for lsn in sorted(k for k in self._index.complete if k > floor):
-                first, marker = self._index.complete[lsn][:2]
-                for _, at, action, schema, table, raw in cursor.raw(lsn, first + 1, marker):
-                    yield (lsn, at, action, schema, table, raw)
-        finally:
-            cursor.close()
+        for cursor, lsn, (first, marker, *_) in self._complete(after):
+            for _, at, action, schema, table, raw in cursor.raw(lsn, first + 1, marker):
+                yield (lsn, at, action, schema, table, raw)
 
     def summary(self) -> LogSummary:
         self._refresh()
