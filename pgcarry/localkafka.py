@@ -59,7 +59,8 @@ def _version_key(name: str) -> tuple[int, ...]:
 
 
 def random_cluster_id() -> str:
-    """Kafka's own form: 16 random bytes, URL-safe base64 without padding."""
+    """Kafka's own form: 16 random bytes, URL-safe base64 without padding. It may start with
+    '-', so it is passed as ``--cluster-id=ID``, never as a separate argument."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
@@ -117,7 +118,7 @@ class LocalKafka:
         ]
 
     def _format(self, conf: Path) -> None:
-        cmd = self._java("kafka.tools.StorageTool", "format", "-t", random_cluster_id(), "-c", str(conf))
+        cmd = self._java("kafka.tools.StorageTool", "format", f"--cluster-id={random_cluster_id()}", "-c", str(conf))
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=START_TIMEOUT)
         if r.returncode != 0:
             raise PgcarryError(f"kafka storage format failed: {(r.stderr or r.stdout)[-2000:]}")
