@@ -20,7 +20,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pgcarry.capture.replication import SESSION_OPTIONS  # noqa: E402
-from pgcarry.localpg import LocalCluster  # noqa: E402
+from pgcarry.playground.localpg import LocalCluster  # noqa: E402
 from pgcarry.pgtools import pg_tool  # noqa: E402
 
 import capture_kafka  # noqa: E402  (the Kafka log's rows, kept apart)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgcarry.localkafka import LocalKafka, kafka_libs
+from pgcarry.playground.localkafka import LocalKafka, kafka_libs
 
 
 @dataclass

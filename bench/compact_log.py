@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replay import _prepare, _read_floor  # noqa: E402  (bench/replay.py's workload)
 
 from pgcarry.changelog.sqlite import SQLiteLog  # noqa: E402
-from pgcarry.localpg import LocalCluster  # noqa: E402
+from pgcarry.playground.localpg import LocalCluster  # noqa: E402
 from pgcarry.replay import reader  # noqa: E402
 
 

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pgcarry.changelog.kafka import KafkaLog
-from pgcarry.localkafka import LocalKafka
+from pgcarry.playground.localkafka import LocalKafka
 from pgcarry.schemas.change import Change
 from pgcarry.schemas.config import KafkaConfig
 from pgcarry.schemas.lsn import Lsn

@@ -20,9 +20,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from pgcarry import shop
+from pgcarry.playground import shop
 from pgcarry.changelog.sqlite import SQLiteLog
-from pgcarry.localpg import LocalCluster
+from pgcarry.playground.localpg import LocalCluster
 from pgcarry.replay import reader, replay
 from pgcarry.replay.fold import fold
 from pgcarry.schemas import config as config_mod

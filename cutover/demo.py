@@ -14,8 +14,8 @@ from pathlib import Path
 
 import psycopg
 
-from pgcarry import shop
-from pgcarry.localpg import LocalCluster
+from pgcarry.playground import shop
+from pgcarry.playground.localpg import LocalCluster
 
 MASKS = """
 [[mask]]

@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from pgcarry.localpg import LocalCluster
+from pgcarry.playground.localpg import LocalCluster
 
 
 def docker_wanted() -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pgcarry.localkafka import LocalKafka, kafka_libs
+from pgcarry.playground.localkafka import LocalKafka, kafka_libs
 from pgcarry.schemas.config import KafkaConfig
 from tests.clusters import docker_wanted
 

@@ -127,7 +127,7 @@ def _wait_count(workdir, table, n, timeout=60.0):
 def test_metrics_and_reconnect_after_source_restart(source_cluster, source_dsn, workdir):
     import urllib.request
 
-    from pgcarry.localpg import free_port
+    from pgcarry.playground.localpg import free_port
 
     execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY)")
     write_config(workdir, source_dsn)

@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from pgcarry import shop
+from pgcarry.playground import shop
 from pgcarry.cutover.demo import MASKS
 from pgcarry.schemas.dsn import with_options
 from pgcarry.changelog.sqlite import SQLiteLog

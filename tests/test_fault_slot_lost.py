@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pgcarry.changelog.sqlite import SQLiteLog
-from pgcarry.localpg import LocalCluster
+from pgcarry.playground.localpg import LocalCluster
 from tests.helpers import cli, cli_json, execute, query, write_config
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pgcarry.localpg import LocalCluster
+from pgcarry.playground.localpg import LocalCluster
 from tests.helpers import cli, execute, query, write_config
 
 

@@ -9,7 +9,7 @@ import random
 import psycopg
 import pytest
 
-from pgcarry import shop
+from pgcarry.playground import shop
 from tests.helpers import cli, query, write_config
 
 PROD_TABLES = ["profiles", "orders", "order_items", "order_shipping", "order_payments",

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgcarry import shop
+from pgcarry.playground import shop
 from pgcarry.cutover.demo import MASKS
-from pgcarry.localpg import LocalCluster
+from pgcarry.playground.localpg import LocalCluster
 from pgcarry.schemas.dsn import with_options
 from tests.helpers import cli, execute, query, write_config
 

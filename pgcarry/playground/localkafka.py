@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from pgcarry.errors import PgcarryError
-from pgcarry.localpg import free_port
+from pgcarry.playground.localpg import free_port
 
 START_TIMEOUT = 180.0  # seconds: a cold JVM on 2 busy cores can be slow
 STOP_TIMEOUT = 60.0
