@@ -90,6 +90,6 @@ def relations(conn: psycopg.Connection, capture: CaptureConfig | None = None) ->
     """Every user relation (those the capture config selects, when given)."""
     out = []
     for oid, schema, name, ident in conn.execute(_TABLES).fetchall():
-        if capture is None or capture.wants(f"{schema}.{name}"):
+        if capture is None or capture.wants(schema, name):
             out.append(read_relation(conn, oid, schema, name, ident))
     return out

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import psycopg
 
 from pgcarry.capture.catalog import Relation, relations
+from pgcarry.schemas import patterns
 from pgcarry.schemas.config import DEFAULT_LOG_PATH, DEFAULT_SLOT
 from pgcarry.schemas.dsn import safe_dsn
 
@@ -43,7 +44,7 @@ def render(dsn: str, rels: list[Relation]) -> str:
         f"slot = {_q(DEFAULT_SLOT)}",
         "",
         "[capture]",
-        f"tables = [{', '.join(_q(s + '.*') for s in schemas)}]",
+        f"tables = [{', '.join(_q(patterns.quote(s) + '.*') for s in schemas)}]",
         "exclude = []",
         f"# {len(ok)} tables would be captured:",
     ]
@@ -56,7 +57,7 @@ def render(dsn: str, rels: list[Relation]) -> str:
         out.append("# Fix each (ALTER TABLE ... REPLICA IDENTITY FULL, or add a primary key) or exclude it:")
         for r in bad:
             out.append(f"#   {r.qualified}: no primary key, REPLICA IDENTITY {r.info.replica_identity.upper()}")
-        out.append(f"# exclude = [{', '.join(_q(r.qualified) for r in bad)}]")
+        out.append(f"# exclude = [{', '.join(_q(patterns.exact(r.info.schema_name, r.info.name)) for r in bad)}]")
     out += [
         "# A table may opt out of REPLICA IDENTITY FULL (every column then counts as changed):",
         "# [capture.identity]",

@@ -27,8 +27,11 @@ WAL2JSON_OPTIONS = {
 
 
 def _escape(name: str) -> str:
-    # wal2json splits add-tables on ',' and '.', with '\' as its escape; '*' is its wildcard.
-    return "".join("\\" + ch if ch in ",.*\\ " else ch for ch in name)
+    """`name` for wal2json's add-tables, matching exactly it. wal2json (string_to_SelectTable,
+    parse_table_identifier) splits the list on ',' and whitespace and a name on '.', takes a
+    leading '*' as a wildcard, and drops a backslash before any byte, keeping that byte; so every
+    ASCII character but letters, digits and '_' is escaped (non-ASCII bytes never separate)."""
+    return "".join(ch if ch.isalnum() or ch == "_" or ord(ch) > 127 else "\\" + ch for ch in name)
 
 
 def add_tables(relations: Iterable[tuple[str, str]]) -> str:

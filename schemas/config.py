@@ -6,7 +6,6 @@ and the environment variables a DSN names.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import tomllib
 from pathlib import Path
@@ -17,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pgcarry.errors import ConfigError
+from pgcarry.schemas import patterns
 from pgcarry.schemas.dsn import expand_env, redact
 
 DEFAULT_CONFIG = "pgcarry.toml"
@@ -81,11 +81,19 @@ class CaptureConfig(_Model):
     identity: dict[str, Literal["full", "default"]] = Field(default_factory=dict)
     metrics_port: int | None = None
 
-    def wants(self, relation: str) -> bool:
-        """True when "schema.table" matches a `tables` pattern and no `exclude` pattern."""
-        return any(fnmatch.fnmatchcase(relation, p) for p in self.tables) and not any(
-            fnmatch.fnmatchcase(relation, p) for p in self.exclude
-        )
+    @field_validator("tables", "exclude")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for p in v:
+            patterns.parse(p)  # a bad pattern is a one-line config error
+        return v
+
+    def wants(self, schema: str, table: str) -> bool:
+        """True when the relation matches a `tables` pattern and no `exclude` pattern
+        (schemas/patterns.py: globs, or double-quoted exact names)."""
+        def hit(pats: list[str]) -> bool:
+            return any(patterns.parse(p).matches(schema, table) for p in pats)
+        return hit(self.tables) and not hit(self.exclude)
 
 
 class KafkaConfig(_Model):
