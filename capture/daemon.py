@@ -18,13 +18,16 @@ import psycopg
 import psycopg2
 import psycopg2.errors
 
-from pgcarry.capture import replication
+from pgcarry.capture import identity, replication
 from pgcarry.capture.metrics import Metrics
+from pgcarry.capture.routing import Route, Router
 from pgcarry.changelog import ChangeLog
+from pgcarry.changelog.integrity import note_unsafe
 from pgcarry.errors import LogFullError, LogUnavailableError, SlotError
-from pgcarry.schemas.change import Change
+from pgcarry.schemas.change import ACTION_NAMES, Change
 from pgcarry.schemas.dsn import redact
 from pgcarry.schemas.lsn import Lsn
+from pgcarry.schemas.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +81,14 @@ class Progress:
 
 class Capture:
     def __init__(
-        self, dsn: str, slot: str, changelog: ChangeLog, options: dict[str, str],
+        self, dsn: str, slot: str, changelog: ChangeLog, manifest: Manifest,
         metrics: Metrics | None = None,
     ) -> None:
-        self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, options
+        self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, manifest.plugin_options
         self.metrics = metrics
+        self.router = Router(manifest, dsn, changelog)
+        self._truncated: tuple[int, str] | None = None  # the last TRUNCATE of a partitioned table
+        self._commit: Lsn | None = None  # of the transaction being read
         self.progress = Progress()
         self._conn: psycopg2.extensions.connection | None = None
         self._cur: psycopg2.extras.ReplicationCursor | None = None
@@ -110,6 +116,7 @@ class Capture:
                 f"replication slot {self.slot!r} cannot stream: {redact(str(e).strip())}",
                 hint="the log is complete only up to its last position; see `pgcarry status`",
             ) from None
+        self._conn.notices = []  # wal2json warns when it drops a change without a replica identity
         self._in_txn = False
 
     def close(self) -> None:
@@ -136,6 +143,7 @@ class Capture:
                 break
         if handled == 0:
             self._idle_position()
+        self._dropped_changes()
         self.sync()
         if handled == 0:
             select.select([self._conn], [], [], timeout)
@@ -145,8 +153,15 @@ class Capture:
         raw = msg.payload.decode("utf-8")
         action = raw[_ACTION_AT]  # wal2json v2 opens every message with {"action":"X"
         if action in _ROW_ACTIONS:
-            schema, table = _relation(raw)
-            change = Change(self._seq, Lsn(msg.data_start), action, schema, table, raw)
+            lsn = Lsn(msg.data_start)
+            route = self.router.route(*_relation(raw), lsn)
+            if route is None or (action == "T" and self._partial_truncate(route, raw, lsn)):
+                return
+            if route.full and action in "UD":
+                missing = identity.missing(raw, action)
+                if missing:
+                    self._identity_lost(route, action, lsn, missing)
+            change = Change(self._seq, lsn, action, route.schema, route.table, raw)
             self.log.append(change)
             self._seq += 1
             self._unsynced += 1
@@ -159,8 +174,10 @@ class Capture:
         if action == "B":
             self._in_txn = True
             self._seq = 0
+            self.router.transaction()
             # a transaction re-sent after a restart is stored once; count it once too
-            self._duplicate = not self.log.begin(int(doc["xid"]), Lsn.parse(doc["nextlsn"]))
+            self._commit = Lsn.parse(doc["nextlsn"])
+            self._duplicate = not self.log.begin(int(doc["xid"]), self._commit)
         elif action == "C":
             self.log.commit(doc.get("timestamp"))
             self._in_txn = False
@@ -170,6 +187,44 @@ class Capture:
                 if self.metrics:
                     self.metrics.commit(doc.get("timestamp"))
         # "M" (logical decoding messages) are not captured
+
+    def _partial_truncate(self, route: Route, raw: str, lsn: Lsn) -> bool:
+        """A TRUNCATE of a partitioned table arrives once for it and once per partition (skip
+        those: the table's own covers them); one of a partition alone cannot be replayed."""
+        schema, table = _relation(raw)
+        if (schema, table) == (route.schema, route.table):
+            self._truncated = (lsn.value, route.relation)
+            return False
+        if self._truncated == (lsn.value, route.relation):
+            return True
+        note_unsafe(self.log, route.relation, "partition-truncated", lsn,
+                    f"partition {schema}.{table} was truncated alone (replay would truncate the "
+                    "whole table)")
+        return False
+
+    def _dropped_changes(self) -> None:
+        """Record the relations of changes wal2json dropped (its WARNING "no tuple identifier":
+        REPLICA IDENTITY NOTHING). psycopg2 hands notices over when the connection is polled."""
+        assert self._conn is not None
+        self._conn.poll()
+        for notice in self._conn.notices:
+            found = identity.dropped(notice)
+            if found is None:
+                continue
+            action, names = found
+            for name in names:
+                route = self.router.routes.get(name)
+                if route is not None:
+                    self._identity_lost(route, action[0], self._commit or self.progress.position,
+                                        "a replica identity (wal2json dropped it)")
+        self._conn.notices.clear()
+
+    def _identity_lost(self, route: Route, action: str, lsn: Lsn | None, missing: str) -> None:
+        if note_unsafe(self.log, route.relation, "identity", lsn,
+                       f"an {ACTION_NAMES[action].upper()} arrived without {missing}: production's "
+                       "REPLICA IDENTITY is no longer FULL"):
+            log.error("%s: an %s at %s arrived without %s (REPLICA IDENTITY changed on production); "
+                      "replay will refuse this table", route.relation, ACTION_NAMES[action], lsn, missing)
 
     def _advance(self, lsn: Lsn) -> None:
         if self.progress.position is None or lsn > self.progress.position:
@@ -233,6 +288,7 @@ class Capture:
                     break
                 if self.step() == 0 and until is not None:
                     self.request_position()
+                self.router.check(self.progress.position)
             except LogFullError as e:
                 log.warning("change log cannot be written, confirming nothing; re-reading the slot in "
                             "%.1fs: %s", backoff, e)
@@ -242,11 +298,13 @@ class Capture:
             except LogUnavailableError as e:
                 log.warning("change log unavailable, retrying in %.1fs: %s", backoff, e)
                 backoff = self._wait(backoff, stop)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as e:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError,
+                    psycopg.OperationalError) as e:
                 if isinstance(e, _SLOT_GONE):
                     raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
                 log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
                 self.close()
+                self.router.close()
                 backoff = self._wait(backoff, stop)
         self._finish()
         return self.progress
@@ -269,7 +327,9 @@ class Capture:
                 self._await_ack()
             else:
                 self.log.sync()
-        except (psycopg2.Error, LogUnavailableError) as e:
+            self.router.check(self.progress.position, force=True)
+        except (psycopg2.Error, psycopg.Error, LogUnavailableError) as e:
             log.warning("final sync incomplete: %s", redact(str(e)))
         finally:
             self.close()
+            self.router.close()

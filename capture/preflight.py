@@ -86,6 +86,27 @@ def _plugin_problem(conn: psycopg.Connection) -> Problem | None:
     return None
 
 
+def _not_capturable(rel: Relation) -> list[tuple[str, str]]:
+    """(relation, why) for what lacks a key for UPDATE/DELETE: the table, or each leaf of it."""
+    if rel.partitions:
+        return [(p.qualified, f"{p.qualified} (partition of {rel.qualified}) has no primary key "
+                 f"and REPLICA IDENTITY {p.replica_identity.upper()}")
+                for p in rel.leaves if not p.capturable]
+    if rel.capturable:
+        return []
+    return [(rel.qualified, f"{rel.qualified} has no primary key and REPLICA IDENTITY "
+             f"{rel.info.replica_identity.upper()}")]
+
+
+def _identity_targets(rel: Relation) -> list[tuple[str, str]]:
+    """The relations `ALTER TABLE ... REPLICA IDENTITY FULL` must touch: a partitioned table's own
+    setting governs none of its partitions, so every leaf not yet FULL (and the table itself)."""
+    own = (rel.info.schema_name, rel.info.name)
+    if not rel.partitions:
+        return [own]
+    return [own] + [(p.schema, p.name) for p in rel.leaves if p.replica_identity != "full"]
+
+
 def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = False
                    ) -> tuple[list[Problem], list[Relation]]:
     """Refusals for the captured relations, and the relations that only lack REPLICA IDENTITY FULL
@@ -98,16 +119,15 @@ def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = Fal
         ))
     for rel in rels:
         name = rel.qualified
-        ident = rel.info.replica_identity
-        if not rel.capturable and fix and capture.identity.get(name) != "default":
+        opted_out = capture.identity.get(name) == "default"
+        missing = _not_capturable(rel)
+        if missing and fix and not opted_out:
             need_full.append(rel)
-        elif not rel.capturable:
-            out.append(Problem(
-                f"{name} has no primary key and REPLICA IDENTITY {ident.upper()}: "
-                "its UPDATEs and DELETEs would vanish from the stream",
-                f"ALTER TABLE {name} REPLICA IDENTITY FULL (or add a primary key)",
-            ))
-        elif ident != "full" and capture.identity.get(name) != "default":
+        elif missing:
+            out += [Problem(f"{why}: its UPDATEs and DELETEs would vanish from the stream",
+                            f"ALTER TABLE {r} REPLICA IDENTITY FULL (or add a primary key)")
+                    for r, why in missing]
+        elif rel.info.replica_identity != "full" and not opted_out:
             need_full.append(rel)
     return out, need_full
 
@@ -124,7 +144,8 @@ def check(
         plugin = _plugin_problem(conn)
         problems += [plugin] if plugin else []
     if need_full and not set_replica_identity:
-        names = ", ".join(r.qualified for r in need_full)
+        names = ", ".join(f"{s}.{n}" for r in need_full
+                          for s, n in _identity_targets(r)[1 if r.partitions else 0:])
         problems.append(Problem(
             f"without REPLICA IDENTITY FULL replay cannot merge column by column or apply delta "
             f"columns for: {names}",
@@ -137,10 +158,10 @@ def check(
             hint="nothing was created",
         )
     for rel in need_full:
-        conn.execute(
-            sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(
-                sql.Identifier(rel.info.schema_name), sql.Identifier(rel.info.name)
-            )
-        )
+        for schema, name in _identity_targets(rel):
+            conn.execute(sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(
+                sql.Identifier(schema), sql.Identifier(name)))
+        for p in rel.leaves:
+            p.replica_identity = "full"
         rel.info.replica_identity = "full"
     return rels

@@ -34,12 +34,16 @@ def _escape(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" or ord(ch) > 127 else "\\" + ch for ch in name)
 
 
-def add_tables(relations: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f"{_escape(s)}.{_escape(t)}" for s, t in relations)
+def add_tables(relations: Iterable[tuple[str, str]], schemas: Iterable[str] = ()) -> str:
+    """Exact names, then `schema.*` for each schema of `schemas` (where partitioned tables keep
+    partitions: wal2json names a change by its partition, and one attached later is not listed)."""
+    wild = sorted(set(schemas))
+    exact = [f"{_escape(s)}.{_escape(t)}" for s, t in relations if s not in wild]
+    return ",".join(exact + [f"{_escape(s)}.*" for s in wild])
 
 
-def plugin_options(relations: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {**WAL2JSON_OPTIONS, "add-tables": add_tables(relations)}
+def plugin_options(relations: Iterable[tuple[str, str]], schemas: Iterable[str] = ()) -> dict[str, str]:
+    return {**WAL2JSON_OPTIONS, "add-tables": add_tables(relations, schemas)}
 
 
 def start_command(slot: str, options: dict[str, str]) -> sql.Composed:

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 
 from pgcarry.changelog import ChangeLog
+from pgcarry.changelog.integrity import LEARNED_PARTITIONS, unsafe_lines
 
 _SLOT = """
 SELECT active, active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
@@ -58,6 +59,9 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str) -> dict[str, Any]:
         out["warnings"].append(
             f"LOG INCOMPLETE: slot {recorded['slot']} was lost ({recorded['reason']}); the log ends at "
             f"{recorded.get('last_lsn') or 'its last position'} -- replay and cutover refuse; take a new T0")
+    out["unsafe"] = unsafe_lines(changelog)
+    out["warnings"] += [f"NOT REPLAYABLE EXACTLY: {line} -- replay refuses this table" for line in out["unsafe"]]
+    out["partitions_learned"] = changelog.get_state(LEARNED_PARTITIONS) or {}
     pid = changelog.lock().held_by_other()
     if pid is not None:
         out["daemon"] = {"running": True, "pid": pid}

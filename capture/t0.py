@@ -81,7 +81,9 @@ def _t0(
     report: Callable[[str], None],
 ) -> Manifest:
     slot, dsn = cfg.source.slot, cfg.source.dsn
-    options = replication.plugin_options((r.info.schema_name, r.info.name) for r in rels)
+    # every schema holding a partitioned table or a partition of one: streamed whole, copied whole
+    wild = {s for r in rels if r.info.partitioned for s in [r.info.schema_name] + [p.schema for p in r.partitions]}
+    options = replication.plugin_options(((r.info.schema_name, r.info.name) for r in rels), wild)
     repl = replication.connect(dsn)
     try:
         consistent_point, snapshot = _create_slot(repl, slot)
@@ -90,7 +92,7 @@ def _t0(
         try:
             if copy_to:
                 report(f"copying {len(rels)} tables to {safe_dsn(copy_to)} with {jobs} jobs")
-                copy_mod.copy(dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs)
+                copy_mod.copy(dsn, copy_to, snapshot, {r.info.schema_name for r in rels} | wild, jobs)
                 if cfg.mask:
                     masked = copy_mod.mask(copy_to, cfg.mask)
                     report(f"masked {sum(len(v) for v in masked.values())} columns")

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             metrics = Metrics(cfg.capture.metrics_port)
             threading.Thread(target=_poll_slot, args=(metrics, cfg.source.dsn, cfg.source.slot, stopping),
                              daemon=True).start()
-        cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest.plugin_options, metrics)
+        cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest, metrics)
         t0 = time.monotonic()
         try:
             prog = cap.run(until=until, stop=stopping.is_set)

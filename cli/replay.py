@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no target database", hint="pass --to DSN")
     with log_for(cfg, readonly=True) as log:
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete)
-        rep = replay(cfg, log, to, dry_run=args.dry_run,
+        rep = replay(cfg, log, to, dry_run=args.dry_run, allow_incomplete=args.allow_incomplete,
                      progress=None if args.json else progress)
     if not args.json:
         progress_done()

@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
                   f"WAL held back {_human(s['wal_held_bytes'])}")
         elif s:
             print(f"slot          {s['name']}: does not exist")
+        for leaf in out["partitions_learned"].values():
+            print(f"partition     {leaf['schema']}.{leaf['name']} of {'.'.join(leaf['root'])}: captured "
+                  f"since {leaf['first_lsn']} (not there at T0)")
     for w in out["warnings"]:
         print(f"pgcarry: WARNING: {w}", file=sys.stderr)
-    return 3 if lost else 0
+    return 3 if lost else 6 if out["unsafe"] else 0

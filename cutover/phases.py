@@ -90,7 +90,7 @@ class Cutover:
             self.state["fence_lsn"] = str(slot_position(self.cfg.source.dsn, self.cfg.source.slot)[1])
             self._save()
         until = Lsn.parse(self.state["fence_lsn"])
-        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options)
+        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest)
         prog = cap.run(until=until)
         return {"until": str(until), "transactions": prog.transactions, "changes": prog.changes}
 

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry.changelog import integrity
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
 from pgcarry.replay import apply, catalog, journal, keyless, reader, stage, txn
@@ -177,9 +178,10 @@ def _fail_on_conflicts(plan: Plan) -> None:
 
 
 def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,
-           progress: Progress | None = None) -> Report:
+           progress: Progress | None = None, allow_incomplete: bool = False) -> Report:
     """Apply the captured changes past the journal's position to the target database `to`."""
     started = time.monotonic()
+    integrity.refuse_unsafe(cfg, log, allow_incomplete=allow_incomplete)
     mode = mode or cfg.replay.mode
     say = progress or (lambda _text: None)
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)

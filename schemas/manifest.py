@@ -31,6 +31,10 @@ class TableInfo(BaseModel):
     columns: list[Column]
     foreign_keys: list[ForeignKey] = Field(default_factory=list)
     masked_columns: list[str] = Field(default_factory=list)
+    # a partitioned table: every partition below it at T0, [schema, name] (leaves and others);
+    # their changes are captured, counted and replayed under this relation
+    partitioned: bool = False
+    partitions: list[list[str]] = Field(default_factory=list)
 
     @property
     def qualified(self) -> str:
