@@ -18,12 +18,12 @@ import psycopg
 import psycopg2
 import psycopg2.errors
 
-from pgcarry.capture import identity, replication
+from pgcarry.capture import failure, identity, replication
 from pgcarry.capture.metrics import Metrics
 from pgcarry.capture.routing import Route, Router
 from pgcarry.changelog import ChangeLog
-from pgcarry.changelog.integrity import note_unsafe
-from pgcarry.errors import LogFullError, LogUnavailableError, SlotError
+from pgcarry.changelog.integrity import CAPTURE_STOPPED, note_unsafe
+from pgcarry.errors import CaptureStoppedError, LogFullError, LogUnavailableError, PreflightError, SlotError
 from pgcarry.schemas.change import ACTION_NAMES, Change
 from pgcarry.schemas.dsn import redact
 from pgcarry.schemas.lsn import Lsn
@@ -302,12 +302,34 @@ class Capture:
                     psycopg.OperationalError) as e:
                 if isinstance(e, _SLOT_GONE):
                     raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
+                self._fatal(e)
                 log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
                 self.close()
                 self.router.close()
                 backoff = self._wait(backoff, stop)
         self._finish()
         return self.progress
+
+    def _fatal(self, e: Exception) -> None:
+        """Stop on a server error that repeats at the same LSN on every retry (capture/failure.py);
+        a change too large is recorded in the log, so status, replay and cutover say so."""
+        d = getattr(e, "diag", None)
+        f = failure.classify(d.message_primary or str(e), d.message_detail, d.context) if d else None
+        if f is None:
+            return
+        self.close()
+        if f.kind == "plugin":
+            raise PreflightError(f"wal2json refused the stream: {f.message}",
+                                 hint="check the wal2json version and [capture] tables") from None
+        table = failure.relation_at(self.dsn, f.lsn) if f.lsn else None
+        self.log.set_state(CAPTURE_STOPPED, {"kind": f.kind, "message": f.message, "lsn": f.lsn,
+                                             "table": table, "seen_at": time.time()})
+        raise CaptureStoppedError(
+            f"a change is too large for wal2json to decode ({f.message}); the slot cannot stream "
+            "past it", table=table or "unknown (pg_walinspect on the source names it)", lsn=f.lsn,
+            hint="exclude that table ([capture] exclude) and take a new T0; or, losing that "
+                 f"transaction knowingly, SELECT pg_replication_slot_advance('{self.slot}', <its "
+                 "commit LSN>) and pass --allow-incomplete to replay") from None
 
     def _reached(self, until: Lsn) -> bool:
         return not self._in_txn and self.progress.position is not None and self.progress.position >= until

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 
 from pgcarry.changelog import ChangeLog
-from pgcarry.changelog.integrity import LEARNED_PARTITIONS, unsafe_lines
+from pgcarry.changelog.integrity import CAPTURE_STOPPED, LEARNED_PARTITIONS, unsafe_lines
 
 _SLOT = """
 SELECT active, active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
@@ -59,6 +59,11 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str) -> dict[str, Any]:
         out["warnings"].append(
             f"LOG INCOMPLETE: slot {recorded['slot']} was lost ({recorded['reason']}); the log ends at "
             f"{recorded.get('last_lsn') or 'its last position'} -- replay and cutover refuse; take a new T0")
+    stopped = out["capture_stopped"] = changelog.get_state(CAPTURE_STOPPED)
+    if stopped:
+        out["warnings"].append(
+            f"CAPTURE STOPPED at LSN {stopped['lsn']} ({stopped.get('table') or 'table unknown'}): "
+            f"{stopped['message']} -- the slot cannot stream past this change; replay and cutover refuse")
     out["unsafe"] = unsafe_lines(changelog)
     out["warnings"] += [f"NOT REPLAYABLE EXACTLY: {line} -- replay refuses this table" for line in out["unsafe"]]
     out["partitions_learned"] = changelog.get_state(LEARNED_PARTITIONS) or {}

@@ -17,6 +17,7 @@ from pgcarry.schemas.manifest import Manifest
 SLOT_LOST = "slot_lost"
 SLOT_DROPPED = "slot_dropped"
 LEARNED_PARTITIONS = "partitions_learned"  # partitions capture met after T0 (capture/routing.py)
+CAPTURE_STOPPED = "capture_stopped"  # a change the stream cannot carry (capture/failure.py)
 UNSAFE = "unsafe"  # relation -> kind -> {lsn, detail}: what the log cannot replay exactly
 NEW_T0 = ("take a new T0 (`pgcarry drop --yes`, a new log path, `pgcarry start`), or pass "
           "--allow-incomplete to replay what the log holds (changes after its last position are missing)")
@@ -119,5 +120,10 @@ def check(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False, source
             f"the change log is incomplete: replication slot {lost['slot']!r} was lost "
             f"({lost['reason']}); changes after {lost.get('last_lsn') or 'its last position'} "
             "were never captured", hint=NEW_T0)
+    stopped = log.get_state(CAPTURE_STOPPED)
+    if stopped and not allow_incomplete:
+        raise LogIncompleteError(
+            f"the change log is incomplete: capture stopped at LSN {stopped['lsn']} ({stopped['message']})",
+            table=stopped.get("table"), hint=NEW_T0)
     refuse_unsafe(cfg, log, allow_incomplete=allow_incomplete)
     return manifest

@@ -57,4 +57,4 @@ def run(args: argparse.Namespace) -> int:
                   f"since {leaf['first_lsn']} (not there at T0)")
     for w in out["warnings"]:
         print(f"pgcarry: WARNING: {w}", file=sys.stderr)
-    return 3 if lost else 6 if out["unsafe"] else 0
+    return 3 if lost else 6 if out["unsafe"] or out["capture_stopped"] else 0
