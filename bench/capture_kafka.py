@@ -30,7 +30,8 @@ def setup(dsn: str, tmp: Path) -> KafkaBench | None:
     work = tmp / "kafka"
     work.mkdir()
     (work / "pgcarry.toml").write_text(
-        f'[source]\ndsn = "{dsn}"\nslot = "pgcarry_kafka"\n[log]\nbackend = "kafka"\n'
+        f'[source]\ndsn = "{dsn}"\nslot = "pgcarry_kafka"\n[capture]\naccept-nan-as-null = true\n'
+        f'[log]\nbackend = "kafka"\n'
         f'[log.kafka]\nbootstrap-servers = "{broker.bootstrap}"\n')
     _pgcarry(work, "start")
     return KafkaBench(broker, work)

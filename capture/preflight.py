@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.capture.catalog import Relation, relations
+from pgcarry.schemas.change import NUMBERS_AS_TEXT
 from pgcarry.errors import PreflightError
 from pgcarry.schemas.config import CaptureConfig
 
@@ -69,21 +70,46 @@ def _server_problems(conn: psycopg.Connection, slot: str) -> list[Problem]:
     return out
 
 
-def _plugin_problem(conn: psycopg.Connection) -> Problem | None:
-    """Loading wal2json is the only reliable test: a temporary slot, dropped at once."""
+def _plugin(conn: psycopg.Connection) -> tuple[Problem | None, bool]:
+    """Loading wal2json is the only reliable test (a temporary slot, dropped at once); decoding
+    with numeric-data-types-as-string tells whether it can send NaN/±Infinity (2.6+): an older
+    one rejects the unknown option. Returns (a problem, numbers as text supported)."""
     probe = f"pgcarry_probe_{secrets.token_hex(4)}"
     try:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json', true)", (probe,))
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (probe,))
     except psycopg.Error as e:
         text = (e.diag.message_primary or str(e)).strip()
         if "wal2json" in text or "could not access file" in text:
             return Problem(
                 f"the wal2json output plugin is not installed ({text})",
                 "install it on the database server (Debian: apt-get install postgresql-15-wal2json)",
-            )
-        return Problem(f"cannot create a logical replication slot: {text}", "see the server log")
-    return None
+            ), False
+        return Problem(f"cannot create a logical replication slot: {text}", "see the server log"), False
+    try:
+        conn.execute("SELECT count(*) FROM pg_logical_slot_peek_changes(%s, NULL, 1, "
+                     "'format-version', '2', %s, '1')", (probe, NUMBERS_AS_TEXT))
+        as_text = True
+    except psycopg.Error:
+        as_text = False  # the error also ended the temporary slot
+    conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                 "WHERE slot_name = %s", (probe,))
+    return None, as_text
+
+
+def _special_numbers(rels: list[Relation]) -> Problem | None:
+    """Without numbers as text, NaN/±Infinity in a nullable real/double/numeric column would
+    arrive as a NULL nobody can tell from a real one (a NOT NULL column: replay refuses it)."""
+    cols = [f"{r.qualified}.{c.name}" for r in rels for c in r.info.columns
+            if c.type.startswith(("real", "double precision", "numeric")) and not c.not_null
+            and not c.generated]
+    if not cols:
+        return None
+    more = f" (and {len(cols) - 3} more)" if len(cols) > 3 else ""
+    return Problem(
+        f"this wal2json (before 2.6) sends NaN and ±Infinity as null: in {', '.join(cols[:3])}{more} "
+        "they would silently become NULL",
+        "install wal2json 2.6 or later on the server (it sends them as text), or accept the loss "
+        "with [capture] accept-nan-as-null = true")
 
 
 def _not_capturable(rel: Relation) -> list[tuple[str, str]]:
@@ -134,15 +160,19 @@ def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = Fal
 
 def check(
     conn: psycopg.Connection, slot: str, capture: CaptureConfig, *, set_replica_identity: bool = False
-) -> list[Relation]:
-    """Run every check; on success return the captured relations, else raise PreflightError."""
+) -> tuple[list[Relation], bool]:
+    """Run every check; on success return the captured relations and whether wal2json sends
+    numbers as text, else raise PreflightError."""
     problems = _server_problems(conn, slot)
     rels = relations(conn, capture)
     table_refusals, need_full = table_problems(rels, capture, set_replica_identity)
     problems += table_refusals
+    numbers_as_text = False
     if not problems:
-        plugin = _plugin_problem(conn)
+        plugin, numbers_as_text = _plugin(conn)
         problems += [plugin] if plugin else []
+        special = None if plugin or numbers_as_text or capture.accept_nan_as_null else _special_numbers(rels)
+        problems += [special] if special else []
     if need_full and not set_replica_identity:
         names = ", ".join(f"{s}.{n}" for r in need_full
                           for s, n in _identity_targets(r)[1 if r.partitions else 0:])
@@ -164,4 +194,4 @@ def check(
         for p in rel.leaves:
             p.replica_identity = "full"
         rel.info.replica_identity = "full"
-    return rels
+    return rels, numbers_as_text

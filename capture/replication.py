@@ -12,6 +12,8 @@ import psycopg2.extras
 from psycopg2 import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgcarry.schemas.change import NUMBERS_AS_TEXT  # numbers as JSON text: NaN/±Infinity survive
+
 # Value text must not depend on the server's or the client's defaults.
 SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex"
 
@@ -42,8 +44,10 @@ def add_tables(relations: Iterable[tuple[str, str]], schemas: Iterable[str] = ()
     return ",".join(exact + [f"{_escape(s)}.*" for s in wild])
 
 
-def plugin_options(relations: Iterable[tuple[str, str]], schemas: Iterable[str] = ()) -> dict[str, str]:
-    return {**WAL2JSON_OPTIONS, "add-tables": add_tables(relations, schemas)}
+def plugin_options(relations: Iterable[tuple[str, str]], schemas: Iterable[str] = (),
+                   numbers_as_text: bool = False) -> dict[str, str]:
+    extra = {NUMBERS_AS_TEXT: "1"} if numbers_as_text else {}
+    return {**WAL2JSON_OPTIONS, **extra, "add-tables": add_tables(relations, schemas)}
 
 
 def start_command(slot: str, options: dict[str, str]) -> sql.Composed:

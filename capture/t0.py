@@ -62,7 +62,7 @@ def start(
     snapshot is valid and returns once the user's dump has finished."""
     slot, dsn = cfg.source.slot, cfg.source.dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rels = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity)
+        rels, as_text = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity)
         sysid, dbname = conn.execute(
             "SELECT system_identifier::text, current_database() FROM pg_control_system()"
         ).fetchone()  # type: ignore[misc]
@@ -72,18 +72,19 @@ def start(
                 "the change log already holds a manifest (a capture was started before)",
                 hint="use that capture, or `pgcarry drop --yes` and remove the log to start over",
             )
-        return _t0(cfg, changelog, rels, sysid, dbname, copy_to, jobs, hold, report)
+        return _t0(cfg, changelog, rels, as_text, sysid, dbname, copy_to, jobs, hold, report)
 
 
 def _t0(
-    cfg: Config, changelog: ChangeLog, rels: list[Relation], sysid: str, dbname: str,
+    cfg: Config, changelog: ChangeLog, rels: list[Relation], as_text: bool, sysid: str, dbname: str,
     copy_to: str | None, jobs: int, hold: Callable[[str], None] | None,
     report: Callable[[str], None],
 ) -> Manifest:
     slot, dsn = cfg.source.slot, cfg.source.dsn
     # every schema holding a partitioned table or a partition of one: streamed whole, copied whole
     wild = {s for r in rels if r.info.partitioned for s in [r.info.schema_name] + [p.schema for p in r.partitions]}
-    options = replication.plugin_options(((r.info.schema_name, r.info.name) for r in rels), wild)
+    options = replication.plugin_options(((r.info.schema_name, r.info.name) for r in rels), wild,
+                                         numbers_as_text=as_text)
     repl = replication.connect(dsn)
     try:
         consistent_point, snapshot = _create_slot(repl, slot)

@@ -80,6 +80,8 @@ class CaptureConfig(_Model):
     # per relation: "default" opts out of REPLICA IDENTITY FULL (every column counts as changed)
     identity: dict[str, Literal["full", "default"]] = Field(default_factory=dict)
     metrics_port: int | None = None
+    # wal2json before 2.6 sends NaN/±Infinity as null: capture anyway, knowingly (README, preflight)
+    accept_nan_as_null: bool = False
 
     @field_validator("tables", "exclude")
     @classmethod
