@@ -87,6 +87,7 @@ class Capture:
         self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, manifest.plugin_options
         self.metrics = metrics
         self.router = Router(manifest, dsn, changelog)
+        self._routes = self.router.routes  # the hot path's lookup
         self._truncated: tuple[int, str] | None = None  # the last TRUNCATE of a partitioned table
         self._commit: Lsn | None = None  # of the transaction being read
         self.progress = Progress()
@@ -154,13 +155,12 @@ class Capture:
         action = raw[_ACTION_AT]  # wal2json v2 opens every message with {"action":"X"
         if action in _ROW_ACTIONS:
             lsn = Lsn(msg.data_start)
-            route = self.router.route(*_relation(raw), lsn)
-            if route is None or (action == "T" and self._partial_truncate(route, raw, lsn)):
+            name = _relation(raw)
+            route = self._routes.get(name) or self.router.route(*name, lsn)
+            if route is None:
                 return
-            if route.full and action in "UD":
-                missing = identity.missing(raw, action)
-                if missing:
-                    self._identity_lost(route, action, lsn, missing)
+            if action != "I" and not self._check(route, action, raw, lsn):
+                return
             change = Change(self._seq, lsn, action, route.schema, route.table, raw)
             self.log.append(change)
             self._seq += 1
@@ -187,6 +187,17 @@ class Capture:
                 if self.metrics:
                     self.metrics.commit(doc.get("timestamp"))
         # "M" (logical decoding messages) are not captured
+
+    def _check(self, route: Route, action: str, raw: str, lsn: Lsn) -> bool:
+        """An UPDATE/DELETE without the old image the manifest promised is recorded; False for a
+        TRUNCATE that is not stored (a partition's share of its table's TRUNCATE)."""
+        if action == "T":
+            return not self._partial_truncate(route, raw, lsn)
+        if route.full:
+            missing = identity.missing(raw, action, route.entries)
+            if missing:
+                self._identity_lost(route, action, lsn, missing)
+        return True
 
     def _partial_truncate(self, route: Route, raw: str, lsn: Lsn) -> bool:
         """A TRUNCATE of a partitioned table arrives once for it and once per partition (skip

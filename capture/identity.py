@@ -16,13 +16,16 @@ _COLUMNS, _IDENTITY, _PK = '"columns":[', '"identity":[', '"pk":['
 _NO_IDENTIFIER = re.compile(r'no tuple identifier for (UPDATE|DELETE) in table "(.*)"\Z', re.S)
 
 
-def missing(raw: str, action: str) -> str | None:
+def missing(raw: str, action: str, entries: int = 0) -> str | None:
     """What an UPDATE ("U") or DELETE ("D") lacks of a FULL old image, or None. A DELETE needs
-    only its key to replay exactly, so only a DELETE without any old image counts."""
+    only its key to replay exactly, so only a DELETE without any old image counts. `entries` is
+    what a FULL old image plus the key list usually hold (the manifest's columns + key columns):
+    reaching it settles the common case with one count; short of it (a column dropped since T0,
+    or a partial image) the old image is compared with the new one."""
     i = raw.find(_IDENTITY)
     if i < 0:
         return "an old image"
-    if action != "U":
+    if action != "U" or raw.count(_ENTRY, i) >= entries:
         return None
     end = raw.find(_PK, i)
     old = raw.count(_ENTRY, i, end if end >= 0 else len(raw))

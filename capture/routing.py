@@ -43,12 +43,13 @@ WHERE (rn.nspname, r.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])) 
 class Route:
     """Where a (schema, table) of the stream is stored, and whether its old images must be FULL."""
 
-    __slots__ = ("schema", "table", "relation", "full")
+    __slots__ = ("schema", "table", "relation", "full", "entries")
 
-    def __init__(self, root: Name, full: bool) -> None:
+    def __init__(self, root: Name, full: bool, entries: int = 0) -> None:
         self.schema, self.table = root
         self.relation = f"{root[0]}.{root[1]}"
         self.full = full
+        self.entries = entries  # column entries of a FULL old image + the key list (identity.py)
 
 
 class Router:
@@ -58,7 +59,8 @@ class Router:
         self.roots: dict[Name, Route] = {}
         for info in manifest.tables.values():
             own = (info.schema_name, info.name)
-            route = self.routes[own] = Route(own, info.replica_identity == "full")
+            route = self.routes[own] = Route(own, info.replica_identity == "full",
+                                             len(info.columns) + len(info.primary_key))
             if info.partitioned:
                 self.roots[own] = route
                 for s, n in info.partitions:
