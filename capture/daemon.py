@@ -20,11 +20,11 @@ import psycopg2.errors
 
 from pgcarry.capture import failure, identity, replication
 from pgcarry.capture.metrics import Metrics
-from pgcarry.capture.routing import Route, Router
+from pgcarry.capture.routing import Router
 from pgcarry.changelog import ChangeLog
-from pgcarry.changelog.integrity import CAPTURE_STOPPED, note_unsafe
+from pgcarry.changelog.integrity import CAPTURE_STOPPED
 from pgcarry.errors import CaptureStoppedError, LogFullError, LogUnavailableError, PreflightError, SlotError
-from pgcarry.schemas.change import ACTION_NAMES, Change
+from pgcarry.schemas.change import Change
 from pgcarry.schemas.dsn import redact
 from pgcarry.schemas.lsn import Lsn
 from pgcarry.schemas.manifest import Manifest
@@ -88,7 +88,7 @@ class Capture:
         self.metrics = metrics
         self.router = Router(manifest, dsn, changelog)
         self._routes = self.router.routes  # the hot path's lookup
-        self._truncated: tuple[int, str] | None = None  # the last TRUNCATE of a partitioned table
+        self.watch = identity.Watch(changelog, self.router.routes)
         self._commit: Lsn | None = None  # of the transaction being read
         self.progress = Progress()
         self._conn: psycopg2.extensions.connection | None = None
@@ -159,7 +159,7 @@ class Capture:
             route = self._routes.get(name) or self.router.route(*name, lsn)
             if route is None:
                 return
-            if action != "I" and not self._check(route, action, raw, lsn):
+            if action != "I" and not self.watch.change(route, action, raw, lsn):
                 return
             change = Change(self._seq, lsn, action, route.schema, route.table, raw)
             self.log.append(change)
@@ -188,54 +188,13 @@ class Capture:
                     self.metrics.commit(doc.get("timestamp"))
         # "M" (logical decoding messages) are not captured
 
-    def _check(self, route: Route, action: str, raw: str, lsn: Lsn) -> bool:
-        """An UPDATE/DELETE without the old image the manifest promised is recorded; False for a
-        TRUNCATE that is not stored (a partition's share of its table's TRUNCATE)."""
-        if action == "T":
-            return not self._partial_truncate(route, raw, lsn)
-        if route.full:
-            missing = identity.missing(raw, action, route.entries)
-            if missing:
-                self._identity_lost(route, action, lsn, missing)
-        return True
-
-    def _partial_truncate(self, route: Route, raw: str, lsn: Lsn) -> bool:
-        """A TRUNCATE of a partitioned table arrives once for it and once per partition (skip
-        those: the table's own covers them); one of a partition alone cannot be replayed."""
-        schema, table = _relation(raw)
-        if (schema, table) == (route.schema, route.table):
-            self._truncated = (lsn.value, route.relation)
-            return False
-        if self._truncated == (lsn.value, route.relation):
-            return True
-        note_unsafe(self.log, route.relation, "partition-truncated", lsn,
-                    f"partition {schema}.{table} was truncated alone (replay would truncate the "
-                    "whole table)")
-        return False
-
     def _dropped_changes(self) -> None:
-        """Record the relations of changes wal2json dropped (its WARNING "no tuple identifier":
-        REPLICA IDENTITY NOTHING). psycopg2 hands notices over when the connection is polled."""
+        """psycopg2 hands notices (wal2json's warnings) over when the connection is polled."""
         assert self._conn is not None
         self._conn.poll()
-        for notice in self._conn.notices:
-            found = identity.dropped(notice)
-            if found is None:
-                continue
-            action, names = found
-            for name in names:
-                route = self.router.routes.get(name)
-                if route is not None:
-                    self._identity_lost(route, action[0], self._commit or self.progress.position,
-                                        "a replica identity (wal2json dropped it)")
-        self._conn.notices.clear()
-
-    def _identity_lost(self, route: Route, action: str, lsn: Lsn | None, missing: str) -> None:
-        if note_unsafe(self.log, route.relation, "identity", lsn,
-                       f"an {ACTION_NAMES[action].upper()} arrived without {missing}: production's "
-                       "REPLICA IDENTITY is no longer FULL"):
-            log.error("%s: an %s at %s arrived without %s (REPLICA IDENTITY changed on production); "
-                      "replay will refuse this table", route.relation, ACTION_NAMES[action], lsn, missing)
+        if self._conn.notices:
+            self.watch.notices(self._conn.notices, self._commit or self.progress.position)
+            self._conn.notices.clear()
 
     def _advance(self, lsn: Lsn) -> None:
         if self.progress.position is None or lsn > self.progress.position:

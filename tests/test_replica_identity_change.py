@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from pgcarry.capture.identity import dropped, missing
 from tests.helpers import cli, execute, logged_changes, query, write_config
 
 
@@ -49,3 +52,34 @@ def test_replica_identity_lost_mid_capture_is_recorded_and_refused(source_dsn, t
                                             '[replay.tables."public.u"]\nignore = true\n')
     cli(workdir, "replay", "--to", target_dsn)
     assert query(target_dsn, "SELECT * FROM v ORDER BY id") == [(1, "x", 1), (2, "y", 2)]
+
+
+# real wal2json 2.5 output (format-version 2, include-pk) for a table (id, a, b)
+_C = '{"name":"id","type":"integer","value":2},{"name":"a","type":"text","value":"y2"},{"name":"b","type":"integer","value":2}'
+_PK = '"pk":[{"name":"id","type":"integer"}]}'
+FULL_U = f'{{"action":"U","schema":"public","table":"ri","columns":[{_C}],"identity":[{_C}],{_PK}'
+KEY_U = (f'{{"action":"U","schema":"public","table":"ri","columns":[{_C}],'
+         f'"identity":[{{"name":"id","type":"integer","value":2}}],{_PK}')
+TOAST_U = (f'{{"action":"U","schema":"public","table":"ri","columns":[{{"name":"id","type":"integer","value":2}}],'
+           f'"identity":[{_C}],{_PK}')  # unchanged TOAST left out of the new image only
+KEY_D = '{"action":"D","schema":"public","table":"ri","identity":[{"name":"id","type":"integer","value":3}],' + _PK
+BARE_D = '{"action":"D","schema":"public","table":"ri",' + _PK
+TRICKY = FULL_U.replace('"y2"', '"{\\"name\\":1,\\"identity\\":[x"')  # entry-like text in a value
+
+
+@pytest.mark.parametrize("raw, action, entries, want", [
+    (FULL_U, "U", 4, None), (FULL_U, "U", 9, None), (TOAST_U, "U", 4, None), (TRICKY, "U", 4, None),
+    (KEY_U, "U", 4, "the old values of 2 of its 3 columns"), (KEY_D, "D", 4, None),
+    (BARE_D, "D", 4, "an old image"),
+])
+def test_old_image_check_on_raw_text(raw, action, entries, want):
+    assert json.loads(raw)  # the samples are valid JSON
+    assert missing(raw, action, entries) == want
+
+
+def test_wal2json_warning_names_the_dropped_change():
+    assert dropped('WARNING:  no tuple identifier for UPDATE in table "public"."ri"\n') == (
+        "UPDATE", [("public", "ri")])
+    assert dropped('no tuple identifier for DELETE in table "a"."b"."c"') == (
+        "DELETE", [("a", 'b"."c'), ('a"."b', "c")])
+    assert dropped("WARNING:  something else") is None
