@@ -13,8 +13,8 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.capture.catalog import Relation, relations
-from pgcarry.schemas.change import NUMBERS_AS_TEXT
 from pgcarry.errors import PreflightError
+from pgcarry.schemas.change import NUMBERS_AS_TEXT
 from pgcarry.schemas.config import CaptureConfig
 
 

@@ -65,7 +65,8 @@ class Router:
                 self.roots[own] = route
                 for s, n in info.partitions:
                     self.routes[(s, n)] = route
-        self.t0 = set(self.routes)
+        # the schemas streamed whole (capture/t0.py): a partition elsewhere never reaches us
+        self.streamed = {s for (s, _), r in self.routes.items() if r in self.roots.values()}
         for leaf in (changelog.get_state(LEARNED_PARTITIONS) or {}).values():
             root = self.roots.get(tuple(leaf["root"]))  # type: ignore[arg-type]
             if root is not None:
@@ -120,6 +121,11 @@ class Router:
                 note_unsafe(self.log, route.relation, "partition-gone", position,
                             f"partition {name[0]}.{name[1]} was detached or dropped on production "
                             "after T0: its rows left the table without a change in the stream")
+        for schema, name, root_schema, root in rows:
+            if schema not in self.streamed:
+                note_unsafe(self.log, f"{root_schema}.{root}", "partition-elsewhere", position,
+                            f"partition {schema}.{name} was created in schema {schema}, which "
+                            "capture does not stream (none of the table's partitions was there at T0)")
 
     def close(self) -> None:
         if self._conn is not None:

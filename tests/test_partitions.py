@@ -78,7 +78,7 @@ def test_partitions_are_captured_counted_and_replayed_under_the_root(source_dsn,
     assert cli_json(workdir, "verify", "--to", target_dsn)["ok"]
 
 
-def test_a_partition_detached_or_truncated_alone_is_refused(source_dsn, target_dsn, workdir):
+def test_a_partition_detached_truncated_alone_or_out_of_reach_is_refused(source_dsn, target_dsn, workdir):
     execute(source_dsn, *DDL, "INSERT INTO orders VALUES (1, 'eu', 10, 'a'), (2, 'us', 20, 'b')")
     write_config(workdir, source_dsn)
     cli(workdir, "start", "--copy-to", target_dsn, "--set-replica-identity")
@@ -87,12 +87,15 @@ def test_a_partition_detached_or_truncated_alone_is_refused(source_dsn, target_d
     st = cli_json(workdir, "status")
     assert st["tables"][ROOT]["truncate"] == 1 and st["unsafe"] == []  # the whole table: once
 
-    execute(source_dsn, "TRUNCATE part.orders_ca", "ALTER TABLE orders DETACH PARTITION orders_eu")
+    execute(source_dsn, "TRUNCATE part.orders_ca", "ALTER TABLE orders DETACH PARTITION orders_eu",
+            "CREATE SCHEMA elsewhere",  # not streamed: its rows would never reach the log
+            "CREATE TABLE elsewhere.orders_x PARTITION OF orders FOR VALUES IN ('x')")
     cli(workdir, "capture", "--until", "current")
     status = cli(workdir, "status", check=False)
     assert status.returncode == 6
     assert "partition part.orders_ca was truncated alone" in status.stderr
     assert "partition public.orders_eu was detached or dropped on production" in status.stderr
+    assert "partition elsewhere.orders_x was created in schema elsewhere, which capture does not stream" in status.stderr
     out = cli(workdir, "replay", "--to", target_dsn, check=False)
     assert out.returncode == 3 and "cannot replay public.orders exactly" in out.stderr
     assert "table=public.orders" in out.stderr
