@@ -74,6 +74,11 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def warn(text: str) -> None:
+    """A warning for a person, on stderr (also with --json: a script's reader sees stdout)."""
+    print(f"pgcarry: WARNING: {text}", file=sys.stderr, flush=True)
+
+
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -81,17 +86,3 @@ def print_table(headers: list[str], rows: list[list[Any]]) -> None:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
-
-
-def progress(text: str) -> None:
-    """One line of progress on stderr (a terminal sees it overwritten in place)."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K" + text)
-        sys.stderr.flush()
-    else:
-        sys.stderr.write(text + "\n")
-
-
-def progress_done() -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")

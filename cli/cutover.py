@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from pgcarry.changelog import integrity
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
+from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table
+from pgcarry.cli.progress import for_output
 from pgcarry.errors import ConfigError, VerifyError
 
 NAME = "cutover"
@@ -69,17 +70,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes:
         raise ConfigError("cutover fences and overwrites production",
                           hint="check it with --dry-run (or `pgcarry rehearse`), then pass --yes")
+    shown = for_output(args.json)
     with log_for(cfg) as log:
         stopped = log.lock().stop_holder()
-        if stopped is not None and not args.json:
-            progress(f"stopped the capture daemon (pid {stopped}); the cutover drains the slot itself")
+        if stopped is not None:
+            shown.note(f"stopped the capture daemon (pid {stopped}); the cutover drains the slot itself")
         lock = log.lock().acquire()
         cut_state = (log.get_state("cutover") or {}).get("phases") or {}
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete,
                         source="overwrite" not in cut_state)
         mode = "cmd" if args.fence_cmd or args.unfence_cmd else args.fence
         cut = Cutover(cfg, log, args.test, fence=mode, commands=(args.fence_cmd, args.unfence_cmd),
-                      say=(lambda s: None) if args.json else progress)
+                      say=shown.note, progress=shown)
         try:
             rep = cut.run()
         except VerifyError:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from pgcarry.changelog import integrity
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
+from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table
+from pgcarry.cli.progress import for_output
 from pgcarry.errors import VerifyError
 
 NAME = "rehearse"
@@ -30,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     with log_for(cfg, readonly=True) as log:
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete)
-        rep = rehearse(cfg, log, args.test, scratch=args.scratch, keep=args.keep,
-                       say=(lambda s: None) if args.json else progress)
+        shown = for_output(args.json)
+        rep = rehearse(cfg, log, args.test, scratch=args.scratch, keep=args.keep, say=shown.note,
+                       progress=shown)
     if args.json:
         print_json(rep)
     else:

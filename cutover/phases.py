@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from pgcarry import progress as prog
 from pgcarry.capture.copy import run_tool
 from pgcarry.capture.daemon import Capture, slot_position
 from pgcarry.changelog.base import ChangeLog
@@ -34,8 +35,10 @@ STATE_KEY = "cutover"
 class Cutover:
     def __init__(self, cfg: Config, log: ChangeLog, test_dsn: str, *, fence: str = "read-only",
                  say: Callable[[str], None] = lambda s: None, fail_before: str | None = None,
-                 commands: tuple[str | None, str | None] = (None, None)) -> None:
+                 commands: tuple[str | None, str | None] = (None, None),
+                 progress: prog.Progress = prog.NULL) -> None:
         self.cfg, self.log, self.test, self.fence_mode, self.say = cfg, log, test_dsn, fence, say
+        self.progress = progress
         self.prod = fence_mod.writable(cfg.source.dsn)
         self.manifest = log.read_manifest()
         if self.manifest is None:
@@ -90,7 +93,8 @@ class Cutover:
             self.state["fence_lsn"] = str(slot_position(self.cfg.source.dsn, self.cfg.source.slot)[1])
             self._save()
         until = Lsn.parse(self.state["fence_lsn"])
-        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options)
+        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options,
+                      progress=self.progress)
         prog = cap.run(until=until)
         return {"until": str(until), "transactions": prog.transactions, "changes": prog.changes}
 
@@ -124,7 +128,7 @@ class Cutover:
         return {"schemas": schemas, "from": safe_dsn(self.test)}
 
     def _replay(self) -> Any:
-        rep = replay(self.cfg, self.log, self.prod)
+        rep = replay(self.cfg, self.log, self.prod, progress=self.progress)
         d = rep.as_dict()
         return {"status": rep.status, "conflicts": (d.get("conflicts") or [])[:200],
                 "applied": d.get("applied")}

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry import progress as prog
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.cutover import unmask
 from pgcarry.cutover.overwrite import overwrite
@@ -35,7 +36,8 @@ def _drop_scratch(dsn: str, name: str) -> None:
 
 
 def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None = None,
-             keep: bool = False, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+             keep: bool = False, say: Callable[[str], None] = lambda s: None,
+             progress: prog.Progress = prog.NULL) -> dict[str, Any]:
     manifest = log.read_manifest()
     if manifest is None:
         raise LogError("the change log has no manifest", hint="run `pgcarry start` first")
@@ -54,7 +56,7 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
         schemas = sorted({t.schema_name for t in manifest.tables.values()})
         phase("overwrite", lambda: overwrite(target, test_dsn, schemas, cfg.copy_.jobs))
         phase("backup (masked values)", lambda: unmask.save(cfg.source.dsn, manifest, into=target))
-        rep = phase("replay", lambda: replay(cfg, log, target)).as_dict()
+        rep = phase("replay", lambda: replay(cfg, log, target, progress=progress)).as_dict()
         phase("unmask", lambda: unmask.restore(target, manifest))
         checks = phase("verify", lambda: verify(cfg, log, target))
         left = unmask.check(target, manifest)
