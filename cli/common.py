@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,21 @@ def print_json(obj: Any) -> None:
 def warn(text: str) -> None:
     """A warning for a person, on stderr (also with --json: a script's reader sees stdout)."""
     print(f"pgcarry: WARNING: {text}", file=sys.stderr, flush=True)
+
+
+def add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report", metavar="FILE.html",
+                   help="also write the report as a self-contained HTML page (time line, counts, conflicts)")
+
+
+def write_report(args: argparse.Namespace, kind: str, rep: dict[str, Any],
+                 note: Callable[[str], None]) -> None:
+    """--report FILE: the HTML page of `rep` (cutover/report_html.py)."""
+    if getattr(args, "report", None):
+        from pgcarry.cutover import report_html
+
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        note(f"report: {report_html.write(args.report, {**rep, 'kind': kind, 'generated_at': stamp})}")
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:

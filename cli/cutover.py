@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pgcarry.changelog import integrity
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table
+from pgcarry.cli.common import add_common, add_report, load_config, log_for, print_json, print_table, write_report
 from pgcarry.cli.progress import for_output
 from pgcarry.errors import ConfigError, VerifyError
 
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
                    help="experts: cut over with a log whose slot was lost (changes after it are lost)")
     p.add_argument("--yes", action="store_true", help="really do it (the overwrite is destructive)")
     p.add_argument("--dry-run", action="store_true", help="print the phases and the replay plan")
+    add_report(p)
     return p
 
 
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from pgcarry.cutover.phases import Cutover
 
     cfg = load_config(args)
+    if args.dry_run and args.report:
+        raise ConfigError("--report describes a cutover that ran", hint="drop --dry-run, or use "
+                          "`pgcarry rehearse --report FILE`")
     if args.dry_run:
         return _dry_run(cfg, args.test, args.json, args.allow_incomplete)
     if not args.yes:
@@ -86,9 +90,14 @@ def run(args: argparse.Namespace) -> int:
             rep = cut.run()
         except VerifyError:
             rep = cut.report()
-            print_json(rep) if args.json else _render(rep)
+            _show(args, rep, shown.note)
             raise
         finally:
             lock.release()
-    print_json(rep) if args.json else _render(rep)
+    _show(args, rep, shown.note)
     return 0
+
+
+def _show(args: argparse.Namespace, rep: dict, note) -> None:  # type: ignore[no-untyped-def, type-arg]
+    print_json(rep) if args.json else _render(rep)
+    write_report(args, "cutover", rep, note)

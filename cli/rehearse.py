@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pgcarry.changelog import integrity
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table
+from pgcarry.cli.common import add_common, add_report, load_config, log_for, print_json, print_table, write_report
 from pgcarry.cli.progress import for_output
 from pgcarry.errors import VerifyError
 
@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p.add_argument("--allow-incomplete", action="store_true",
                    help="experts: rehearse with a log whose slot was lost")
     p.add_argument("--keep", action="store_true", help="keep the scratch database afterwards")
+    add_report(p)
     return p
 
 
@@ -45,4 +46,5 @@ def run(args: argparse.Namespace) -> int:
         for f in rep["failed"]:
             print(f"verify FAILED: {f}")
         print(f"scratch: {rep['scratch']} ({'kept' if rep['kept'] else 'dropped'})")
+    write_report(args, "rehearse", rep, shown.note)
     return 0 if rep["ok"] else VerifyError.exit_code

@@ -19,7 +19,7 @@ from pgcarry.capture.copy import run_tool
 from pgcarry.capture.daemon import Capture, slot_position
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.cutover import fence as fence_mod
-from pgcarry.cutover import unmask
+from pgcarry.cutover import report_html, unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError, PgcarryError, SlotError, VerifyError
 from pgcarry.replay import replay
@@ -131,7 +131,7 @@ class Cutover:
         rep = replay(self.cfg, self.log, self.prod, progress=self.progress)
         d = rep.as_dict()
         return {"status": rep.status, "conflicts": (d.get("conflicts") or [])[:200],
-                "applied": d.get("applied")}
+                "applied": d.get("applied"), "tables": report_html.tables(d)}
 
     def _unmask(self) -> Any:
         return {"restored": unmask.restore(self.prod, self.manifest)}
@@ -190,11 +190,15 @@ class Cutover:
     def report(self) -> dict[str, Any]:
         st = self.state
         phases = [{"phase": p, "status": st["phases"].get(p, {}).get("status", "pending"),
+                   "started": st["phases"].get(p, {}).get("started"),
                    "seconds": st["phases"].get(p, {}).get("seconds"),
                    "detail": st["phases"].get(p, {}).get("detail")} for p in PHASES]
+        replayed = st["phases"].get("replay", {}).get("detail") or {}
         down = None
         if st.get("fenced_at"):
             down = round((st.get("unfenced_at") or time.time()) - st["fenced_at"], 3)
         return {"complete": all(p["status"] == "done" for p in phases), "phases": phases,
                 "downtime_seconds": down, "backup": st.get("backup"), "fence_lsn": st.get("fence_lsn"),
-                "verify": st.get("verify"), "restore": self.restore_hint() if st.get("backup") else None}
+                "verify": st.get("verify"), "restore": self.restore_hint() if st.get("backup") else None,
+                "fenced_at": st.get("fenced_at"), "unfenced_at": st.get("unfenced_at"),
+                "tables": replayed.get("tables") or [], "conflicts": replayed.get("conflicts") or []}

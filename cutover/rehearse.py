@@ -14,7 +14,7 @@ from psycopg import sql
 
 from pgcarry import progress as prog
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.cutover import unmask
+from pgcarry.cutover import report_html, unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError
 from pgcarry.replay import replay
@@ -47,9 +47,9 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
 
     def phase(label: str, fn: Callable[[], Any]) -> Any:
         say(f"rehearse: {label} ...")
-        t0 = time.monotonic()
+        started, t0 = time.time(), time.monotonic()
         result = fn()
-        phases.append({"phase": label, "seconds": round(time.monotonic() - t0, 3)})
+        phases.append({"phase": label, "started": started, "seconds": round(time.monotonic() - t0, 3)})
         return result
 
     try:
@@ -68,4 +68,4 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
     return {"ok": not failed, "scratch": safe_dsn(target), "kept": bool(scratch or keep),
             "phases": phases, "expected_downtime_seconds": round(sum(p["seconds"] for p in phases), 3),
             "conflicts": rep.get("conflicts") or [], "failed": failed,
-            "transactions": (rep.get("plan") or rep).get("transactions")}
+            "transactions": (rep.get("plan") or rep).get("transactions"), "tables": report_html.tables(rep)}
