@@ -173,3 +173,22 @@ def test_no_limit_no_warning(source_dsn, workdir):
     assert (f["safe_wal_bytes"], f["invalidation_seconds"], f["at_risk"]) == (None, None, False)
     text = cli(workdir, "status")
     assert "slot safety   no limit (max_slot_wal_keep_size = -1)" in text.stdout
+
+
+def test_readme_alert_rules_parse_and_name_real_metrics():
+    import re as re_
+    from pathlib import Path
+
+    import yaml
+
+    from pgcarry.capture import metrics
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re_.search(r"```yaml\n(groups:.*?)```", text, re_.S)
+    assert block
+    rules = yaml.safe_load(block.group(1))["groups"][0]["rules"]
+    source = Path(metrics.__file__).read_text()
+    for rule in rules:
+        (name,) = re_.findall(r"pgcarry_\w+", rule["expr"])
+        assert f'"{name}"' in source, name
+    assert [r["alert"] for r in rules] == ["PgcarrySlotNearInvalidation", "PgcarrySlotSafeWalLow"]
