@@ -6,6 +6,7 @@ ring), so `status` computes the last hour's rate even when it runs once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ SAMPLES_KEY = "wal_samples"  # the log's state key of the ring
 SAMPLE_INTERVAL = 60.0  # seconds between two samples the daemon keeps
 WINDOW = 3600.0  # the rate is the WAL written over the last hour
 MAX_SAMPLES = int(WINDOW / SAMPLE_INTERVAL) + 2
+START_SAMPLE = 1.0  # seconds `start` measures the WAL rate of the moment over
 MB = 1024 * 1024
 
 
@@ -105,17 +107,37 @@ def human_seconds(s: float) -> str:
     return f"{s / 86400:.1f} days"
 
 
-def start_warning(conn: psycopg.Connection) -> str | None:
-    """What max_slot_wal_keep_size means for this capture, or None when it is not set."""
+def current_rate(conn: psycopg.Connection, seconds: float) -> float:
+    """The WAL the server writes per second, measured over `seconds` now."""
+    def lsn() -> tuple[float, int]:
+        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()
+        return time.monotonic(), int(row[0])  # type: ignore[index]
+
+    t0, l0 = lsn()
+    time.sleep(seconds)
+    t1, l1 = lsn()
+    return (l1 - l0) / (t1 - t0)
+
+
+def start_warning(conn: psycopg.Connection, sample_seconds: float = START_SAMPLE) -> str | None:
+    """What max_slot_wal_keep_size means for this capture, at the WAL rate of the moment and at
+    the server's long-run average; None when it is not set."""
     limit = keep_limit(conn)
     if limit is None:
         return None
-    text = (f"max_slot_wal_keep_size is {human_bytes(limit)}: the source invalidates the slot (and "
-            f"the capture is lost) once it holds back that much WAL")
+    rates = []
+    now = current_rate(conn, sample_seconds)
+    if now > 0:
+        rates.append(f"{human_seconds(limit / now)} at the current rate ({human_bytes(now)}/s over "
+                     f"{sample_seconds:g} s)")
     avg = average_rate(conn)
     if avg and avg[0] > 0:
-        text += (f"; at this server's average WAL rate since {avg[1]} ({human_bytes(avg[0])}/s) that "
-                 f"is about {human_seconds(limit / avg[0])} of WAL: if capture stops or falls behind "
-                 "for longer, the slot is lost")
+        rates.append(f"{human_seconds(limit / avg[0])} at the server's average since {avg[1]} "
+                     f"({human_bytes(avg[0])}/s)")
+    text = (f"max_slot_wal_keep_size is {human_bytes(limit)}: the source invalidates the slot (and "
+            f"the capture is lost) once it holds back that much WAL")
+    if rates:
+        text += (f"; that is about {' or '.join(rates)} of WAL: if capture stops or falls behind for "
+                 "longer, the slot is lost")
     return text + ("; keep `pgcarry capture` running, watch `pgcarry status` (exit 6 when at risk) or "
                    "pgcarry_slot_invalidation_seconds, and cut over well before")

@@ -45,8 +45,8 @@ class Report:
         return report_dict(self)
 
 
-def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any]
-               ) -> tuple[Folder, list[Transaction]]:
+def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any],
+               task: prog.Task) -> tuple[Folder, list[Transaction]]:
     folder = Folder()
     kept: list[Transaction] = []
     for t in log.transactions(after):
@@ -57,6 +57,7 @@ def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any
         plan_stats["last"] = t.commit_lsn
         plan_stats["transactions"] = plan_stats.get("transactions", 0) + 1
         plan_stats["changes"] = plan_stats.get("changes", 0) + len(changes)
+        task.update(plan_stats["changes"])
         if keep:
             t.changes = changes
             kept.append(t)
@@ -191,7 +192,7 @@ def _read(conn: psycopg.Connection, cfg: Config, log: ChangeLog, after: Any, mod
         if task.shown:
             task.update(0, _changes_left(conn, log, cfg.source.slot))
         if mode == "txn":
-            folder, txns = _log_items(log, after, True, stats)
+            folder, txns = _log_items(log, after, True, stats, task)
             return folder.tables, txns
         return reader.read(log.raw_changes(after), stats, task), []
 
