@@ -34,9 +34,6 @@ class WalSamples:
     def to_state(self) -> dict[str, Any]:
         return {"samples": [[round(t, 3), lsn] for t, lsn in self.samples]}
 
-    def due(self, now: float) -> bool:
-        return not self.samples or now - self.samples[-1][0] >= SAMPLE_INTERVAL
-
     def add(self, now: float, lsn: int) -> None:
         if self.samples and lsn < self.samples[-1][1]:
             self.samples = []  # WAL went backwards: another server (a restored or new cluster)

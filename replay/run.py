@@ -26,6 +26,7 @@ from pgcarry.replay.plan import Plan
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
 from pgcarry.schemas.config import Config
 
+
 @dataclass
 class Report:
     status: str  # applied | nothing | dry-run
