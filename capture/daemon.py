@@ -81,12 +81,13 @@ class Capture:
     def __init__(
         self, dsn: str, slot: str, changelog: ChangeLog, options: dict[str, str],
         metrics: Metrics | None = None, progress: prog.Progress = prog.NULL,
+        wal_samples: bool = True,
     ) -> None:
         self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, options
         self.metrics, self.reporter = metrics, progress
         self.progress = Progress()
         self.wal = forecast.WalSamples.from_state(changelog.get_state(forecast.SAMPLES_KEY))
-        self._next_sample = 0.0
+        self._next_sample = 0.0 if wal_samples else float("inf")  # off: no connection but the stream
         self._conn: psycopg2.extensions.connection | None = None
         self._cur: psycopg2.extras.ReplicationCursor | None = None
         self._in_txn = False

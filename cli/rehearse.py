@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from pgcarry.changelog import integrity
-from pgcarry.cli.common import add_common, add_report, load_config, log_for, print_json, print_table, write_report
+from pgcarry.cli.common import (add_common, add_report, load_config, log_for, print_json, print_table,
+                                write_report)
 from pgcarry.cli.progress import for_output
 from pgcarry.errors import VerifyError
 

@@ -94,7 +94,7 @@ class Cutover:
             self._save()
         until = Lsn.parse(self.state["fence_lsn"])
         cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options,
-                      progress=self.progress)
+                      progress=self.progress, wal_samples=False)  # inside the fence: nothing extra
         prog = cap.run(until=until)
         return {"until": str(until), "transactions": prog.transactions, "changes": prog.changes}
 

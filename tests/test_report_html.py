@@ -7,6 +7,7 @@ import json
 import os
 import re
 
+from pgcarry.changelog.sqlite import SQLiteLog
 from pgcarry.cutover.phases import PHASES
 from pgcarry.cutover.report_html import render, write
 from tests.browser import Dom, dump_dom, screenshot
@@ -99,6 +100,14 @@ def _conflicts(rep: dict) -> list[list[str]]:  # type: ignore[type-arg]
              c["decision"]] for c in rep["conflicts"]]
 
 
+def _samples(workdir) -> list:  # type: ignore[type-arg]
+    log = SQLiteLog(workdir / "pgcarry-log.db")
+    try:
+        return log.get_state("wal_samples")["samples"]
+    finally:
+        log.close()
+
+
 def test_rehearse_and_cutover_write_the_report(source_dsn, target_dsn, workdir, prepared):  # noqa: F811
     _both_sides(source_dsn, target_dsn)
     cli(workdir, "capture", "--until", "current")
@@ -116,9 +125,12 @@ def test_rehearse_and_cutover_write_the_report(source_dsn, target_dsn, workdir, 
         ["public.coupons", "1001", rehearsed["conflicts"][0]["lsn"], "insert-exists", "",
          rehearsed["conflicts"][0]["decision"]]]
 
+    samples = _samples(workdir)
+    assert len(samples) == 1  # `capture --until current` took one
     out = json.loads(cli(workdir, "cutover", "--from", target_dsn, "--yes", "--json",
                          "--report", "cutover.html").stdout)
     assert out["complete"]
+    assert _samples(workdir) == samples  # the drain inside the fence opens no extra connection
     page = workdir / "cutover.html"
     assert oct(os.stat(page).st_mode & 0o777) == "0o600"
     dom = Dom(dump_dom(page))
