@@ -166,6 +166,7 @@ def render(rep: dict[str, Any]) -> str:
     sections = [
         f"<h1>pgcarry {_e(kind)} report</h1>", _summary(rep),
         "<h2>Phases</h2>", _timeline(rep),
+        "" if rep.get("fenced_at") else "<p>no fence on this time line: nothing was fenced</p>",
         _table(["phase", "status", "seconds"], [[p.get("phase"), p.get("status", "done"), p.get("seconds")]
                                                  for p in rep.get("phases") or []], frozenset({2}), "phases"),
         "<h2>Tables: captured and applied</h2>",

@@ -77,6 +77,14 @@ def _metrics(port: int) -> dict[str, float]:
             if k.startswith(("pgcarry_slot_", "pgcarry_wal_rate"))}
 
 
+def _samples(workdir) -> list:  # type: ignore[type-arg]
+    log = SQLiteLog(workdir / "pgcarry-log.db", readonly=True)
+    try:
+        return (log.get_state("wal_samples") or {}).get("samples") or []
+    finally:
+        log.close()
+
+
 def _daemon_with_metrics(workdir, src) -> dict[str, float]:
     """Run the daemon with metrics while 2 MB of WAL is written; the metrics once they hold an
     estimate. The daemon keeps the slot advancing, so safe_wal_size stays near its cap."""
@@ -84,8 +92,11 @@ def _daemon_with_metrics(workdir, src) -> dict[str, float]:
     proc = spawn(workdir, "capture", "--metrics-port", str(port))
     try:
         wait_running(workdir, proc)
-        execute(src, "SELECT pg_logical_emit_message(false, 'pgcarry-test', repeat('x', 2 * 1024 * 1024))")
         deadline = time.monotonic() + 30
+        while not _samples(workdir):  # the daemon's first sample, before the WAL below
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        execute(src, "SELECT pg_logical_emit_message(false, 'pgcarry-test', repeat('x', 2 * 1024 * 1024))")
         while True:
             m = _metrics(port)
             if not math.isnan(m.get("pgcarry_slot_invalidation_seconds", math.nan)):
@@ -118,9 +129,7 @@ def test_forecast_then_warning_code_then_lost_slot(capped_cluster, workdir):
     assert m["pgcarry_wal_rate_bytes_per_second"] > 0
     assert m["pgcarry_slot_invalidation_seconds"] == pytest.approx(
         m["pgcarry_slot_safe_wal_bytes"] / m["pgcarry_wal_rate_bytes_per_second"], rel=1e-6)
-    log = SQLiteLog(workdir / "pgcarry-log.db")
-    (t0, lsn0), = log.get_state("wal_samples")["samples"]  # one sample: the daemon ran < 60 s
-    log.close()
+    (t0, lsn0), = _samples(workdir)  # one sample: the daemon ran < 60 s
 
     # daemon stopped: the slot stops advancing. 1 MB more: the estimate is long, exit 0
     execute(src, "SELECT pg_logical_emit_message(false, 'pgcarry-test', repeat('x', 1024 * 1024))")
