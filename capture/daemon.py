@@ -18,12 +18,14 @@ import psycopg
 import psycopg2
 import psycopg2.errors
 
-from pgcarry.capture import failure, identity, replication
+from pgcarry import progress as prog
+from pgcarry.capture import failure, forecast, identity, replication
 from pgcarry.capture.metrics import Metrics
 from pgcarry.capture.routing import Router
 from pgcarry.changelog import ChangeLog
 from pgcarry.changelog.integrity import CAPTURE_STOPPED
-from pgcarry.errors import CaptureStoppedError, LogFullError, LogUnavailableError, PreflightError, SlotError
+from pgcarry.errors import (CaptureStoppedError, LogError, LogFullError, LogUnavailableError,
+                            PreflightError, SlotError)
 from pgcarry.schemas.change import Change
 from pgcarry.schemas.dsn import redact
 from pgcarry.schemas.lsn import Lsn
@@ -82,15 +84,18 @@ class Progress:
 class Capture:
     def __init__(
         self, dsn: str, slot: str, changelog: ChangeLog, manifest: Manifest,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, progress: prog.Progress = prog.NULL,
+        wal_samples: bool = True,
     ) -> None:
         self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, manifest.plugin_options
-        self.metrics = metrics
+        self.metrics, self.reporter = metrics, progress
         self.router = Router(manifest, dsn, changelog)
         self._routes = self.router.routes  # the hot path's lookup
         self.watch = identity.Watch(changelog, self.router.routes)
         self._commit: Lsn | None = None  # of the transaction being read
         self.progress = Progress()
+        self.wal = forecast.WalSamples.from_state(changelog.get_state(forecast.SAMPLES_KEY))
+        self._next_sample = 0.0 if wal_samples else float("inf")  # off: no connection but the stream
         self._conn: psycopg2.extensions.connection | None = None
         self._cur: psycopg2.extras.ReplicationCursor | None = None
         self._in_txn = False
@@ -238,17 +243,38 @@ class Capture:
                 return
             select.select([self._conn], [], [], 0.1)
 
+    def sample_wal(self) -> None:
+        """At most once per forecast.SAMPLE_INTERVAL, between transactions: store the source's
+        pg_current_wal_lsn() with the time in the log's state, from which `status` and the
+        metrics tell the WAL rate. A failure only skips the sample."""
+        if self._in_txn or time.monotonic() < self._next_sample:
+            return
+        self._next_sample = time.monotonic() + forecast.SAMPLE_INTERVAL
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            assert row is not None
+            self.wal.add(time.time(), Lsn.parse(row[0]).value)
+            self.log.set_state(forecast.SAMPLES_KEY, self.wal.to_state())
+        except (psycopg.Error, LogError) as e:
+            log.debug("WAL sample skipped: %s", redact(str(e)))
+
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, until: Lsn | None = None, stop: Callable[[], bool] = lambda: False) -> Progress:
-        """Stream until `stop()` is true or the log is complete up to `until`. Reconnects with
-        capped backoff when the source goes away; a lost slot is fatal (SlotError)."""
+        """Stream until `stop()` is true or the log is complete up to `until` (the WAL left to it
+        is shown as a task). Reconnects with capped backoff when the source goes away; a lost
+        slot is fatal (SlotError)."""
         backoff = BACKOFF_START
         self.until = until
+        drain = prog.NULL.task("capture")  # the daemon itself runs for days: no amount to show
         if until is not None:
             confirmed, _ = slot_position(self.dsn, self.slot)
             if confirmed is not None:
                 self._advance(confirmed)
                 self.progress.confirmed = confirmed
+            start = (self.progress.position or until).value
+            drain = self.reporter.task(f"drain to {until}", total=max(until.value - start, 0),
+                                       unit=prog.BYTES)
         while not stop():
             try:
                 if self._conn is None:
@@ -258,6 +284,9 @@ class Capture:
                     break
                 if self.step() == 0 and until is not None:
                     self.request_position()
+                if until is not None and self.progress.position is not None:
+                    drain.update(min(self.progress.position.value, until.value) - start)
+                self.sample_wal()
                 self.router.check(self.progress.position)
             except LogFullError as e:
                 log.warning("change log cannot be written, confirming nothing; re-reading the slot in "
@@ -278,6 +307,7 @@ class Capture:
                 self.router.close()
                 backoff = self._wait(backoff, stop)
         self._finish()
+        drain.close()
         return self.progress
 
     def _fatal(self, e: Exception) -> None:

@@ -60,7 +60,7 @@ class LogIncompleteError(LogError):
 class CaptureStoppedError(PgcarryError):
     """Capture cannot stream past a change (too large for wal2json): no retry can cure it."""
 
-    exit_code = 6
+    exit_code = 7
 
 
 class ReplayError(PgcarryError):

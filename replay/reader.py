@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from pgcarry import progress as prog
 from pgcarry.changelog.base import RawChange
 from pgcarry.errors import ReplayError
 from pgcarry.replay.fold import Folder, RowEffect, TableFold
@@ -77,29 +78,28 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None]
-         ) -> dict[str, TableFold]:
+def read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task) -> dict[str, TableFold]:
     """Fold `rows` (commit order) into net effects per relation; keyless relations keep their
-    inserts in ``TableFold.plain``. Fills `stats`: first/last commit LSN, transactions, changes."""
+    inserts in ``TableFold.plain``. Fills `stats`: first/last commit LSN, transactions, changes;
+    `task` counts the changes read."""
     with no_gc():
-        return _read(rows, stats, progress)
+        return _read(rows, stats, task)
 
 
-def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None]
-          ) -> dict[str, TableFold]:
+def _read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task) -> dict[str, TableFold]:
     folder = Folder()
     folder.keyless = True
     tables = folder.tables
     relations: dict[tuple[str, str], str] = {}
-    n, commit, ntx, note = 0, -1, 0, 20000
+    n, commit, ntx, note = 0, -1, 0, prog.EVERY
     for commit_lsn, lsn, action, schema, table, raw in rows:
         n += 1
         if commit_lsn != commit:
             commit, ntx = commit_lsn, ntx + 1
             stats.setdefault("first", Lsn(commit_lsn))
         if n == note:
-            progress(f"reading the log: {n} changes")
-            note += 20000
+            task.update(n)
+            note += prog.EVERY
         rel = relations.get((schema, table)) or relations.setdefault((schema, table), f"{schema}.{table}")
         if action == TRUNCATE:
             folder.truncate(folder.table(rel, action, lsn, list), lsn)

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry import progress as prog
 from pgcarry.changelog import integrity
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
@@ -25,8 +26,6 @@ from pgcarry.replay.fold import Folder, TableFold
 from pgcarry.replay.plan import Plan
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
 from pgcarry.schemas.config import Config
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -48,8 +47,8 @@ class Report:
         return report_dict(self)
 
 
-def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any]
-               ) -> tuple[Folder, list[Transaction]]:
+def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any],
+               task: prog.Task) -> tuple[Folder, list[Transaction]]:
     folder = Folder()
     kept: list[Transaction] = []
     for t in log.transactions(after):
@@ -60,6 +59,7 @@ def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any
         plan_stats["last"] = t.commit_lsn
         plan_stats["transactions"] = plan_stats.get("transactions", 0) + 1
         plan_stats["changes"] = plan_stats.get("changes", 0) + len(changes)
+        task.update(plan_stats["changes"])
         if keep:
             t.changes = changes
             kept.append(t)
@@ -121,21 +121,22 @@ def _copy_checks_key(tp: plan_mod.TablePlan) -> bool:
 
 
 def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], plan: Plan,
-               progress: Progress) -> dict[str, dict[str, int]]:
+               progress: prog.Progress) -> dict[str, dict[str, int]]:
     applied = {st.tp.relation: {"insert": 0, "update": 0, "delete": 0, "reinsert": 0} for st in stages}
-    for st in reversed(stages):
-        applied[st.tp.relation]["delete"] = _step(apply.deletes, conn, st, "delete", progress)
-    for st in stages:
-        a = applied[st.tp.relation]
-        a["update"] = _step(apply.updates, conn, st, "update", progress)
-        if st.tp.rules.update_missing == "reinsert":
-            a["reinsert"] = _step(apply.reinserts, conn, st, "reinsert", progress)
-        a["insert"] = _step(lambda c, s: _insert(c, s, plan), conn, st, "insert", progress)
+    with progress.task("replay: apply", total=sum(st.rows + len(st.held) for st in stages)) as task:
+        for st in reversed(stages):
+            applied[st.tp.relation]["delete"] = _step(apply.deletes, conn, st, "delete", task)
+        for st in stages:
+            a = applied[st.tp.relation]
+            a["update"] = _step(apply.updates, conn, st, "update", task)
+            if st.tp.rules.update_missing == "reinsert":
+                a["reinsert"] = _step(apply.reinserts, conn, st, "reinsert", task)
+            a["insert"] = _step(lambda c, s: _insert(c, s, plan), conn, st, "insert", task)
     return applied
 
 
 def _step(fn: Callable[[psycopg.Connection, stage.Stage], int], conn: psycopg.Connection,
-          st: stage.Stage, what: str, progress: Progress) -> int:
+          st: stage.Stage, what: str, task: prog.Task) -> int:
     try:
         n = fn(conn, st)
     except psycopg.Error as e:
@@ -143,7 +144,7 @@ def _step(fn: Callable[[psycopg.Connection, stage.Stage], int], conn: psycopg.Co
                           detail=e.diag.message_detail,
                           hint="nothing was changed; fix the target or the policy and replay again"
                           ) from None
-    progress(f"replay {st.tp.relation}: {what} {n}")
+    task.advance(n)
     return n
 
 
@@ -177,13 +178,51 @@ def _fail_on_conflicts(plan: Plan) -> None:
                         hint=f"nothing was changed; set {rule} for the table in [replay.tables]")
 
 
+def _changes_left(conn: psycopg.Connection, log: ChangeLog, slot: str) -> int:
+    """The changes past the journal's position: all the log holds less what the journal replayed."""
+    total = prog.total_of(log.summary().tables)
+    if not journal.exists(conn):
+        return total
+    row = conn.execute("SELECT coalesce(sum(changes), 0) FROM pgcarry.replay_journal WHERE slot = %s",
+                       (slot,)).fetchone()
+    return max(total - int(row[0] if row else 0), 0)
+
+
+def _read(conn: psycopg.Connection, cfg: Config, log: ChangeLog, after: Any, mode: str,
+          stats: dict[str, Any], progress: prog.Progress) -> tuple[dict[str, TableFold], list[Transaction]]:
+    with progress.task("replay: read the log", unit="changes") as task:
+        if task.shown:
+            task.update(0, _changes_left(conn, log, cfg.source.slot))
+        if mode == "txn":
+            folder, txns = _log_items(log, after, True, stats, task)
+            return folder.tables, txns
+        return reader.read(log.raw_changes(after), stats, task), []
+
+
+def _stage(conn: psycopg.Connection, p: Plan, mode: str, dry_run: bool, progress: prog.Progress
+           ) -> list[stage.Stage]:
+    """Create and fill the staging tables, and detect the conflicts in them."""
+    stages = []
+    tables = p.ordered()
+    with progress.task("replay: stage", total=sum(len(tp.fold.rows) for tp in tables)) as task:
+        for i, tp in enumerate(tables):
+            hold = mode == "net" and not dry_run and _copy_checks_key(tp)
+            before = task.done
+            st = stage.load(conn, tp, i, task, hold_inserts=hold)
+            task.update(before + len(tp.fold.rows))
+            p.conflicts += detect(conn, st)
+            stages.append(st)
+    return stages
+
+
 def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,
-           progress: Progress | None = None, allow_incomplete: bool = False) -> Report:
-    """Apply the captured changes past the journal's position to the target database `to`."""
+           progress: prog.Progress = prog.NULL, allow_incomplete: bool = False) -> Report:
+    """Apply the captured changes past the journal's position to the target database `to`;
+    `progress` sees the reading, staging and applying as tasks."""
     started = time.monotonic()
     integrity.refuse_unsafe(cfg, log, allow_incomplete=allow_incomplete)
     mode = mode or cfg.replay.mode
-    say = progress or (lambda _text: None)
+    say = progress.note
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)
     with psycopg.connect(to) as conn:
         # the fold's sorts stay in memory; temp tables (before any is touched) stay in local buffers
@@ -195,13 +234,9 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         after = journal.last_lsn(conn, cfg.source.slot)
         rep.after = str(after) if after else None
         stats: dict[str, Any] = {}
-        txns: list[Transaction] = []
         no_key: dict[str, Any] = {}
-        if mode == "txn":
-            folder, txns = _log_items(log, after, True, stats)
-            folds: dict[str, TableFold] = folder.tables
-        else:
-            folds = reader.read(log.raw_changes(after), stats, say)
+        folds, txns = _read(conn, cfg, log, after, mode, stats, progress)
+        if mode == "net":
             no_key = keyless.split(folds)
             rep.keyless = {rel: len(f.plain) for rel, f in no_key.items()
                            if not cfg.replay.table(rel).ignore}
@@ -215,14 +250,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         p.transactions, p.changes = stats["transactions"], stats["changes"]
         if not dry_run:
             plan_mod.raise_blocking(p)
-        stages = []
-        for i, tp in enumerate(p.ordered()):
-            hold = mode == "net" and not dry_run and _copy_checks_key(tp)
-            st = stage.load(conn, tp, i, say, hold_inserts=hold)
-            say(f"staged {tp.relation}: {st.rows} net rows")
-            p.conflicts += detect(conn, st)
-            say(f"checked {tp.relation} for conflicts")
-            stages.append(st)
+        stages = _stage(conn, p, mode, dry_run, progress)
         if dry_run:
             conn.rollback()
             rep.duration_ms = int((time.monotonic() - started) * 1000)
@@ -236,9 +264,10 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             if st.tp.relation not in truncated:
                 apply.snapshot_before(conn, st, run)
         if mode == "txn":
-            rep.applied = txn.apply(conn, p, txns, say)
+            with progress.task("replay: apply", total=len(txns), unit="transactions") as task:
+                rep.applied = txn.apply(conn, p, txns, task)
         else:
-            rep.applied = _apply_net(conn, stages, p, say)
+            rep.applied = _apply_net(conn, stages, p, progress)
             rep.applied.update(keyless.apply(conn, cfg, no_key))
         for rel in truncated:
             rep.applied.setdefault(rel, {})["truncate"] = 1

@@ -23,6 +23,7 @@ DEFAULT_CONFIG = "pgcarry.toml"
 DEFAULT_SLOT = "pgcarry"
 DEFAULT_LOG_PATH = "pgcarry-log.db"
 DEFAULT_MASK_VALUE = "MASKED"
+DEFAULT_SLOT_WARNING_HOURS = 6.0  # `status` exits 6 when the slot's estimated life is shorter
 
 ColumnPolicy = Literal["source-wins", "target-wins", "delta"]
 InsertExists = Literal["fail", "source-wins", "target-wins"]
@@ -82,6 +83,7 @@ class CaptureConfig(_Model):
     metrics_port: int | None = None
     # wal2json before 2.6 sends NaN/±Infinity as null: capture anyway, knowingly (README, preflight)
     accept_nan_as_null: bool = False
+    slot_warning_hours: float = Field(default=DEFAULT_SLOT_WARNING_HOURS, ge=0)
 
     @field_validator("tables", "exclude")
     @classmethod

@@ -1,5 +1,5 @@
 """A single change whose wal2json text exceeds 1 GB: the server fails decoding it at the same LSN on
-every retry, so capture stops with exit 6 naming table and LSN, records it (status warns, replay
+every retry, so capture stops with exit 7 naming table and LSN, records it (status warns, replay
 refuses), while restarts and network cuts keep being retried (capture/failure.py)."""
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ def test_a_change_too_large_stops_capture_with_table_and_lsn(source_dsn, target_
     execute(source_dsn, "INSERT INTO small VALUES (2)")
     t0 = time.monotonic()
     out = cli(workdir, "capture", "--until", "current", check=False)
-    assert out.returncode == 6, out.stderr
+    assert out.returncode == 7, out.stderr
     assert time.monotonic() - t0 < 120  # no endless "connection lost" retry
     assert "a change is too large for wal2json to decode" in out.stderr
     assert f"table=public.big, lsn={lsn}" in out.stderr
     st = cli(workdir, "status", check=False)
-    assert st.returncode == 6
+    assert st.returncode == 7
     assert f"CAPTURE STOPPED at LSN {lsn} (public.big)" in st.stderr
     assert cli(workdir, "replay", "--to", target_dsn, check=False).returncode == 3
     cli(workdir, "replay", "--to", target_dsn, "--allow-incomplete")  # what came before it

@@ -1,6 +1,6 @@
 """Production changes a table's replica identity during capture: UPDATEs then arrive with the key
 alone (DEFAULT) or not at all (NOTHING: wal2json drops them and warns). Capture records the table
-and the first LSN, status warns (exit 6), and replay in both modes, rehearse and cutover refuse
+and the first LSN, status warns (exit 7), and replay in both modes, rehearse and cutover refuse
 that table; a DELETE that still carries its key is replayed exactly."""
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ def test_replica_identity_lost_mid_capture_is_recorded_and_refused(source_dsn, t
     partial = [c for _, c in logged_changes(workdir) if c.table == "t" and c.action == "U"]
     assert [c.old for c in partial] == [{"id": 1, "a": "x", "b": 1}, {"id": 2}, {"id": 2}]
     st = cli(workdir, "status", check=False)
-    assert st.returncode == 6, st.stderr
+    assert st.returncode == 7, st.stderr
     lines = [x for x in st.stderr.splitlines() if "NOT REPLAYABLE EXACTLY" in x]
     assert len(lines) == 2
     assert (f"public.t: an UPDATE arrived without the old values of 2 of its 3 columns: production's "
             f"REPLICA IDENTITY is no longer FULL (first at LSN {partial[1].lsn})") in lines[0]
     assert "public.u: an UPDATE arrived without a replica identity (wal2json dropped it)" in lines[1]
     offline = cli(workdir, "status", "--offline", "--json", check=False)
-    assert offline.returncode == 6
+    assert offline.returncode == 7
     assert json.loads(offline.stdout)["unsafe"] == [x.split("EXACTLY: ")[1].split(" -- ")[0] for x in lines]
 
     for verb in (["replay", "--to", target_dsn], ["replay", "--to", target_dsn, "--mode", "txn"],
