@@ -13,7 +13,8 @@ import psycopg
 from psycopg2 import sql as sql2
 
 from pgcarry.capture import copy as copy_mod
-from pgcarry.capture import preflight, replication
+from pgcarry.capture import mask_plan, preflight, replication
+from pgcarry.capture.mask import salt_check
 from pgcarry.capture.catalog import Relation
 from pgcarry.changelog import ChangeLog
 from pgcarry.errors import LogError
@@ -62,7 +63,8 @@ def start(
     snapshot is valid and returns once the user's dump has finished."""
     slot, dsn = cfg.source.slot, cfg.source.dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rels = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity)
+        rels = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity,
+                               more=lambda rels: mask_plan.check(conn, cfg.mask, rels, cfg.salt))
         sysid, dbname = conn.execute(
             "SELECT system_identifier::text, current_database() FROM pg_control_system()"
         ).fetchone()  # type: ignore[misc]
@@ -86,20 +88,18 @@ def _t0(
     try:
         consistent_point, snapshot = _create_slot(repl, slot)
         report(f"slot {slot} created at {consistent_point}, snapshot {snapshot}")
-        masked: dict[str, list[str]] = {}
+        infos = [r.info for r in rels]
         try:
             if copy_to:
                 report(f"copying {len(rels)} tables to {safe_dsn(copy_to)} with {jobs} jobs")
-                copy_mod.copy(dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs)
-                if cfg.mask:
-                    masked = copy_mod.mask(copy_to, cfg.mask)
-                    report(f"masked {sum(len(v) for v in masked.values())} columns")
+                copy_mod.copy(dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs,
+                              lambda: report(f"masked {copy_mod.mask(copy_to, infos, cfg.salt)} columns"))
             elif hold is not None:
                 hold(snapshot)
-            tables = {}
-            for r in rels:
-                r.info.masked_columns = masked.get(r.qualified, [])
-                tables[r.qualified] = r.info
+            for info in infos:  # without a copy pgcarry masked nothing: nothing to restore later
+                info.masks = info.masks if copy_to else []
+                info.masked_columns = [m.column for m in info.masks]
+            tables = {i.qualified: i for i in infos}
             manifest = Manifest(
                 slot=slot,
                 plugin_options=options,
@@ -110,6 +110,7 @@ def _t0(
                 database=dbname,
                 tables=tables,
                 copy_target=safe_dsn(copy_to) if copy_to else None,
+                mask_salt_check=salt_check(cfg.salt) if any(i.masks for i in infos) else None,
             )
             changelog.write_manifest(manifest)
         except BaseException:
