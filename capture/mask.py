@@ -105,7 +105,7 @@ class MaskSpec:
         """"kind hash (length = 16)": the kind and the options that differ from their defaults."""
         defaults = MASK_OPTIONS[self.kind]
         opts = ", ".join(f"{k} = {v!r}" for k, v in self.options if v != defaults.get(k)
-                         and k not in ("regex", "replace"))
+                         and k not in ("regex", "replace", "flags"))
         return f"kind {self.kind}" + (f" ({opts})" if opts else "")
 
 
@@ -156,8 +156,8 @@ def expression(spec: MaskSpec, col: sql.Composable, t: ColumnType) -> sql.Compos
         return sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {}::{} END").format(
             col, lit(spec.get("value")), sql.SQL(t.name))
     if spec.kind == "regex":
-        out = sql.SQL("regexp_replace({}::text, {}, {})").format(
-            col, lit(spec.get("regex")), lit(spec.get("replace")))
+        out = sql.SQL("regexp_replace({}::text, {}, {}, {})").format(
+            col, lit(spec.get("regex")), lit(spec.get("replace")), lit(spec.get("flags")))
         if spec.get("unique"):
             out = sql.SQL("{} || '-' || {}").format(out, _digest(col, t, int(spec.get("length"))))
         return out

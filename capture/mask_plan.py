@@ -144,6 +144,15 @@ def _follow(tables: dict[str, _Table]) -> list[Problem]:
     return list(out.values())
 
 
+def key_columns(conn: psycopg.Connection, rels: list[Relation]) -> dict[str, set[str]]:
+    """Per relation, the columns in a primary key or unique index or referenced by a foreign key."""
+    out = {r.qualified: {c for u in _read(conn, r).uniques for c in u.reads} for r in rels}
+    for r in rels:
+        for fk in r.info.foreign_keys:
+            out.setdefault(fk.ref_table, set()).update(fk.ref_columns)
+    return out
+
+
 def _keyish(t: _Table, column: str) -> Unique | None:
     return next((u for u in t.uniques if column in u.reads), None)
 

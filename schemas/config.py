@@ -132,7 +132,7 @@ MaskKind = Literal["value", "null", "regex", "hash", "email"]
 MASK_OPTIONS: dict[str, dict[str, Any]] = {
     "value": {"value": DEFAULT_MASK_VALUE},
     "null": {},
-    "regex": {"regex": None, "replace": None, "unique": False, "length": 12},
+    "regex": {"regex": None, "replace": None, "flags": "", "unique": False, "length": 12},
     "hash": {"prefix": "", "suffix": "", "length": 32},
     "email": {"length": 16, "domain": "example.test", "keep-domain": False},
 }
@@ -149,6 +149,7 @@ class MaskRule(_Model):
     value: str | None = None
     regex: str | None = None
     replace: str | None = None
+    flags: str | None = Field(default=None, pattern="^[gi]*$")  # regexp_replace's: g (every match), i
     unique: bool | None = None
     prefix: str | None = None
     suffix: str | None = None

@@ -7,12 +7,14 @@ table, constraints built on the masked rows, no trigger fired by the masking."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 
 import pytest
 
 from pgcarry.changelog.sqlite import SQLiteLog
+from pgcarry.schemas.dsn import with_options
 from tests.helpers import cli, execute, query, write_config
 
 SALT = "t3st-salt-0123456789abcdef"
@@ -26,9 +28,9 @@ def digest(value: str, n: int) -> str:
 
 
 def rule(table: str, column: str, **opts: object) -> str:
-    body = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v).replace(chr(39), chr(34))}\n"
-                   for k, v in opts.items())
-    return f'[[mask]]\ntable = "{table}"\ncolumn = "{column}"\n{body}'
+    """A [[mask]] table; keys as given (`**{"keep-domain": True}`), values as TOML."""
+    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in opts.items())
+    return f"[[mask]]\ntable = {json.dumps(table)}\ncolumn = {json.dumps(column)}\n{body}"
 
 
 def start(workdir, target_dsn, check=True):
@@ -254,3 +256,92 @@ def test_a_failed_masking_leaves_no_unmasked_row(source_dsn, target_dsn, tmp_pat
     with pytest.raises(RuntimeError, match="masking failed"):
         restore(target_dsn, tmp_path / "dump", 2, fail)
     assert query(target_dsn, "SELECT count(*) FROM secrets") == [(0,)]
+
+
+def _uncomment_masks(text: str) -> str:
+    """The [[mask]] blocks `pgcarry init` suggested, uncommented."""
+    out, inside = [], False
+    for line in text[text.index("# Candidates:"):].splitlines():
+        inside = inside or line == "# [[mask]]"
+        if inside and line == "#":
+            inside = False
+        elif inside:
+            out.append(line.removeprefix("# "))
+    return "\n".join(out) + "\n"
+
+
+def test_init_suggests_rules_that_start_accepts(source_dsn, target_dsn, workdir):
+    execute(source_dsn,
+            "CREATE TABLE people (id uuid PRIMARY KEY, email varchar(40) NOT NULL UNIQUE, "
+            "phone text, first_name text, birth_date date, ssn varchar(11) UNIQUE, note text)",
+            "CREATE TABLE orders (id int PRIMARY KEY, buyer_email varchar(40) REFERENCES people(email))",
+            "INSERT INTO people VALUES (gen_random_uuid(), 'kim@x.test', '010-1234-5678', 'Kim', "
+            "'1990-01-02', '900102-1234', 'n'), (gen_random_uuid(), 'lee@x.test', NULL, 'Lee', NULL, NULL, 'm')",
+            "INSERT INTO orders VALUES (1, 'kim@x.test')")
+    proc = cli(workdir, "init", "--source", source_dsn)
+    text = (workdir / "pgcarry.toml").read_text()
+    suggested = _uncomment_masks(text)
+    assert suggested == (
+        '[[mask]]\ntable = "public.people"\ncolumn = "email"\n'
+        'kind = "email"  # unique: a salted digest keeps the values distinct\n'
+        '[[mask]]\ntable = "public.people"\ncolumn = "phone"\nregex = "[0-9]"\nreplace = "0"\n'
+        'flags = "g"  # keeps the shape: 000-0000-0000\n'
+        + rule("public.people", "first_name", value="MASKED") + rule("public.people", "birth_date", kind="null"))
+    assert "# (public.orders.buyer_email references public.people.email: it takes its rule)" in text
+    assert "# (public.people.ssn, character varying(11): no simple rule fits, see README.md)" in text
+    assert "wrote" in proc.stdout
+    (workdir / "pgcarry.toml").write_text(text.replace('path = "pgcarry-log.db"', 'path = "pgcarry-log.db"\n\n'
+                                                       '[masking]\nsalt = "${PGCARRY_MASK_SALT}"\n\n' + suggested))
+    start(workdir, target_dsn)
+    assert query(target_dsn, "SELECT email, phone, first_name, birth_date FROM people ORDER BY email") == sorted([
+        (f"u{digest('kim@x.test', 16)}@example.test", "000-0000-0000", "MASKED", None),
+        (f"u{digest('lee@x.test', 16)}@example.test", None, "MASKED", None)])
+    assert query(target_dsn, "SELECT buyer_email FROM orders") == [(f"u{digest('kim@x.test', 16)}@example.test",)]
+
+
+def test_hostile_names_are_masked_and_restored(source_dsn, target_dsn, workdir):
+    execute(source_dsn,
+            'CREATE TABLE "Odd ""T""; x" (id int PRIMARY KEY, "e-mail ""x""" text UNIQUE, "Näme" text)',
+            'CREATE TABLE "a.b" (id int PRIMARY KEY, "ref col" text REFERENCES "Odd ""T""; x" ("e-mail ""x"""))',
+            'CREATE TABLE "no key" ("v,1" text, "e-mail ""x""" text)',
+            """INSERT INTO "Odd ""T""; x" VALUES (1, 'o''neil@x.test', 'O''Neil'), (2, 'k@x.test', 'K')""",
+            """INSERT INTO "a.b" VALUES (1, 'o''neil@x.test'), (2, 'k@x.test')""",
+            """INSERT INTO "no key" VALUES ('a', 'o''neil@x.test'), ('a', 'o''neil@x.test')""")
+    write_config(workdir, source_dsn, extra=rule('public.Odd "T"; x', 'e-mail "x"', kind="email")
+                 + rule('public.Odd "T"; x', "Näme", value="N") + rule("public.no key", 'e-mail "x"', kind="hash"))
+    start(workdir, target_dsn)
+    m = f"u{digest(chr(111) + chr(39) + 'neil@x.test', 16)}@example.test"
+    assert query(target_dsn, 'SELECT "e-mail ""x""", "Näme" FROM "Odd ""T""; x" ORDER BY id') == [
+        (m, "N"), (f"u{digest('k@x.test', 16)}@example.test", "N")]
+    assert query(target_dsn, 'SELECT "ref col" FROM "a.b" ORDER BY id')[0] == (m,)
+    execute(source_dsn, """UPDATE "Odd ""T""; x" SET "Näme" = 'Kay' WHERE id = 2""")
+    cli(workdir, "capture", "--until", "current", env=ENV)
+    rep = cli(workdir, "rehearse", "--from", target_dsn, "--keep", "--json", check=False, env=ENV)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    scratch = with_options(source_dsn, dbname="pgcarry_rehearse_pgcarry")
+    try:
+        assert query(scratch, 'SELECT id, "e-mail ""x""", "Näme" FROM "Odd ""T""; x" ORDER BY id') == [
+            (1, "o'neil@x.test", "O'Neil"), (2, "k@x.test", "Kay")]
+        assert query(scratch, 'SELECT "ref col" FROM "a.b" ORDER BY id') == [("o'neil@x.test",), ("k@x.test",)]
+        assert query(scratch, 'SELECT * FROM "no key"') == [("a", "o'neil@x.test"), ("a", "o'neil@x.test")]
+    finally:
+        execute(with_options(source_dsn, dbname="postgres"), "DROP DATABASE pgcarry_rehearse_pgcarry WITH (FORCE)")
+
+
+def test_cutover_refuses_another_salt_before_the_fence(source_dsn, target_dsn, workdir):
+    execute(source_dsn, "CREATE TABLE p (id int PRIMARY KEY, email text UNIQUE)",
+            "INSERT INTO p VALUES (1, 'a@x.test')")
+    write_config(workdir, source_dsn, extra=rule("p", "email", kind="email"))
+    start(workdir, target_dsn)
+    other = cli(workdir, "cutover", "--from", target_dsn, "--yes", check=False,
+                env={"PGCARRY_MASK_SALT": "another-salt-0123456789"})
+    assert other.returncode == 2 and other.stderr == (
+        "pgcarry: error: the masking salt differs from the one used at start (hint: set "
+        "PGCARRY_MASK_SALT (or [masking] salt) to the salt used at start)\n")
+    write_config(workdir, source_dsn)  # the rules removed: the manifest still needs the salt
+    none = cli(workdir, "rehearse", "--from", target_dsn, check=False, env={"PGCARRY_MASK_SALT": ""})
+    assert none.returncode == 2 and "the test copy was masked with a salt, and none is given" in none.stderr
+    assert query(source_dsn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgcarry'") == [(1,)]
+    assert query(source_dsn, "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON "
+                 "d.oid = s.setdatabase WHERE d.datname = current_database()") == [(0,)]  # not fenced
+    assert query(source_dsn, "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgcarry_rehearse%'") == [(0,)]
