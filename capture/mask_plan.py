@@ -106,6 +106,9 @@ def _rules(conn: psycopg.Connection, rules: list[MaskRule], tables: dict[str, _T
                                "fix [[mask]] table (\"schema.table\") or [capture] tables"))
         elif r.column not in t.types:
             out.append(Problem(f"mask.{i}: {r.relation} has no column {r.column!r}", "fix [[mask]] column"))
+        elif any(c.name == r.column and (c.generated or c.identity) for c in t.rel.info.columns):
+            out.append(Problem(f"mask.{i}: {r.relation}.{r.column} is a generated or identity column",
+                               "mask the columns it is computed from, or none"))
         else:
             spec = MaskSpec.of(str(r.kind), r.options)
             t.masked[r.column] = Masked(t.rel, r.column, spec, t.types[r.column], i)

@@ -41,8 +41,9 @@ class Cutover:
         self.manifest = log.read_manifest()
         if self.manifest is None:
             raise LogError("the change log has no manifest", hint="run `pgcarry start` first")
-        pii.require_salt(self.manifest, cfg.salt)  # before the fence
         self.state: dict[str, Any] = log.get_state(STATE_KEY) or {"phases": {}}
+        # before the fence: the salt, and (until the overwrite) keys the restore can match
+        pii.refuse_unready(self.manifest, cfg, None if self.done("overwrite") else test_dsn)
         self.commands = commands
         self.fail_before = fail_before or os.environ.get("PGCARRY_CUTOVER_FAIL_BEFORE")
 

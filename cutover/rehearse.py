@@ -39,7 +39,7 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
     manifest = log.read_manifest()
     if manifest is None:
         raise LogError("the change log has no manifest", hint="run `pgcarry start` first")
-    pii.require_salt(manifest, cfg.salt)
+    pii.refuse_unready(manifest, cfg, test_dsn)
     name = f"pgcarry_rehearse_{cfg.source.slot}"
     target = scratch or _create_scratch(cfg.source.dsn, name)
     phases: list[dict[str, Any]] = []

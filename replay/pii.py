@@ -8,6 +8,7 @@ rows of keyless tables whole. The restore runs with session_replication_role = r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,12 @@ from pgcarry.replay.plan import bytea_text
 from pgcarry.replay.run import replica_role
 from pgcarry.replay.stage import copy_into
 from pgcarry.schemas.change import DELETE, INSERT
-from pgcarry.schemas.config import ReplayConfig
+from pgcarry.schemas.config import Config, ReplayConfig
 from pgcarry.schemas.manifest import Manifest, MaskRecord, TableInfo
 
 SCHEMA = "pgcarry_unmask"
 GONE = "pgcarry_gone"  # side-table rows production deleted after T0: only their keys are restored
-_G, _N, _TID = (sql.Identifier(n) for n in ("pgcarry_g", "pgcarry_n", "pgcarry_tid"))
+_G, _N, _TID, _OID = (sql.Identifier(n) for n in ("pgcarry_g", "pgcarry_n", "pgcarry_tid", "pgcarry_oid"))
 
 
 @dataclass
@@ -49,7 +50,10 @@ class Table:
 
     @property
     def side(self) -> sql.Identifier:
-        return sql.Identifier(SCHEMA, self.info.qualified)
+        """Its side table: the name, cut to fit 63 bytes, plus a digest that keeps long names apart."""
+        name = self.info.qualified
+        tag = hashlib.sha256(name.encode()).hexdigest()[:8]
+        return sql.Identifier(SCHEMA, f"{name.encode()[:50].decode(errors='ignore')}_{tag}")
 
     @property
     def ident(self) -> sql.Identifier:
@@ -73,9 +77,22 @@ def tables(manifest: Manifest, replay: ReplayConfig) -> list[Table]:
         if not info.masks:
             continue
         pol = replay.table(info.qualified)
-        target = (pol.rename_to or info.qualified).split(".", 1)
-        out.append(Table(info, (target[0], target[1]), dict(pol.rename_columns)))
+        schema, _, name = (pol.rename_to or "").partition(".")
+        target = (schema, name) if pol.rename_to else (info.schema_name, info.name)
+        out.append(Table(info, target, dict(pol.rename_columns)))
     return out
+
+
+def refuse_unready(manifest: Manifest, cfg: Config, test_dsn: str | None) -> None:
+    """Before a cutover or rehearsal touches anything: the salt of start, and (given the test
+    database) every masked table's key found there (a rename the config maps)."""
+    require_salt(manifest, cfg.salt)
+    if test_dsn is None:
+        return
+    with psycopg.connect(test_dsn, autocommit=True) as conn:
+        problems = unmatched(conn, tables(manifest, cfg.replay))
+    if problems:
+        raise ConfigError(problems[0], hint="map the rename in [replay.tables] rename-columns / rename-to")
 
 
 def require_salt(manifest: Manifest, salt: str | None) -> None:
@@ -88,6 +105,19 @@ def require_salt(manifest: Manifest, salt: str | None) -> None:
     if mask.salt_check(salt) != manifest.mask_salt_check:
         raise ConfigError("the masking salt differs from the one used at start",
                           hint="set PGCARRY_MASK_SALT (or [masking] salt) to the salt used at start")
+
+
+def unmatched(conn: psycopg.Connection, masked: list[Table]) -> list[str]:
+    """The key columns a masked row is matched on that `conn`'s tables (the test database's) lack:
+    a column renamed without `rename-columns`. A table it dropped has nothing to restore."""
+    out = []
+    for t in masked:
+        cols = _present(conn, t)
+        missing = [c for c in t.key if cols is not None and c not in cols]
+        if missing:
+            out.append(f"{'.'.join(t.target)} has no column {t.rename.get(missing[0], missing[0])!r}, "
+                       f"the key its masked rows are matched on")
+    return out
 
 
 # -- keeping production's values -----------------------------------------------------------------
@@ -231,13 +261,13 @@ def _restore_keyless(conn: psycopg.Connection, t: Table, cols: list[str]) -> int
     sets = sql.SQL(", ").join(sql.SQL("{} = x.{}").format(
         sql.Identifier(t.rename.get(c, c)), sql.Identifier(c)) for c in cols if c in t.masks)
     q = sql.SQL(
-        "WITH s AS (SELECT ctid AS {tid}, {gt} AS {g}, row_number() OVER (PARTITION BY {gt}) AS {n} "
-        "FROM {target} t), "
+        "WITH s AS (SELECT tableoid AS {oid}, ctid AS {tid}, {gt} AS {g}, row_number() OVER "
+        "(PARTITION BY {gt}) AS {n} FROM {target} t), "
         "p AS (SELECT p.*, {gp} AS {g}, row_number() OVER (PARTITION BY {gp}) AS {n} FROM {side} p "
         "WHERE NOT p.{gone} AND {gp} IS DISTINCT FROM {real}) "
-        "UPDATE {target} t SET {sets} FROM (SELECT s.{tid}, p.* FROM s JOIN p USING ({g}, {n})) x "
-        "WHERE t.ctid = x.{tid}").format(
-        tid=_TID, gt=gt, g=_G, n=_N, target=t.ident, gp=gp, side=t.side, gone=sql.Identifier(GONE),
+        "UPDATE {target} t SET {sets} FROM (SELECT s.{oid}, s.{tid}, p.* FROM s JOIN p USING ({g}, {n})) x "
+        "WHERE t.tableoid = x.{oid} AND t.ctid = x.{tid}").format(
+        oid=_OID, tid=_TID, gt=gt, g=_G, n=_N, target=t.ident, gp=gp, side=t.side, gone=sql.Identifier(GONE),
         sets=sets, real=_row_text(cols))
     return conn.execute(q).rowcount
 

@@ -68,7 +68,7 @@ def test_seed_rule_on_a_unique_email_is_refused_before_anything_is_created(sourc
 def test_each_rule_that_does_not_fit_is_one_line(source_dsn, target_dsn, workdir):
     execute(source_dsn,
             "CREATE TABLE p (id int PRIMARY KEY, code varchar(13), born date, n int UNIQUE, u uuid, "
-            "tag text UNIQUE, pin text NOT NULL)",
+            "tag text UNIQUE, pin text NOT NULL, g text GENERATED ALWAYS AS (tag || '!') STORED)",
             "CREATE TABLE q (id int PRIMARY KEY, p_id int REFERENCES p(id), note text)",
             "INSERT INTO p VALUES (1, 'A', '1990-01-01', 1, gen_random_uuid(), 'x', '1'), "
             "(2, 'B', NULL, 2, NULL, 'y', '2')", "INSERT INTO q VALUES (1, 1, 'n')")
@@ -76,12 +76,14 @@ def test_each_rule_that_does_not_fit_is_one_line(source_dsn, target_dsn, workdir
         rule("p", "code", kind="hash"), rule("p", "born", value="someday"), rule("p", "n", kind="hash"),
         rule("p", "u", kind="email"), rule("p", "tag", kind="hash", length=8), rule("p", "pin", kind="null"),
         rule("q", "p_id", kind="null"), rule("p", "nope", kind="hash"),
-        rule("public.missing", "c")]))
+        rule("public.missing", "c"), rule("p", "g", kind="hash")]))
     lines = refusals(start(workdir, target_dsn, check=False))
     assert sorted(lines) == sorted([
         "mask.7: public.p has no column 'nope' -- fix: fix [[mask]] column",
         "mask.8: public.missing is not a captured table -- fix: fix [[mask]] table (\"schema.table\") "
         "or [capture] tables",
+        "mask.9: public.p.g is a generated or identity column -- fix: mask the columns it is computed "
+        "from, or none",
         "public.q.p_id references public.p.id (q_p_id_fkey), which has no mask: the masked values "
         "would break the foreign key -- fix: put the rule on public.p.id (it applies to "
         "public.q.p_id too)",
@@ -338,6 +340,11 @@ def test_cutover_refuses_another_salt_before_the_fence(source_dsn, target_dsn, w
     assert other.returncode == 2 and other.stderr == (
         "pgcarry: error: the masking salt differs from the one used at start (hint: set "
         "PGCARRY_MASK_SALT (or [masking] salt) to the salt used at start)\n")
+    execute(target_dsn, "ALTER TABLE p RENAME COLUMN id TO pid")
+    renamed = cli(workdir, "cutover", "--from", target_dsn, "--yes", check=False, env=ENV)
+    assert renamed.returncode == 2 and renamed.stderr == (
+        "pgcarry: error: public.p has no column 'id', the key its masked rows are matched on (hint: "
+        "map the rename in [replay.tables] rename-columns / rename-to)\n")
     write_config(workdir, source_dsn)  # the rules removed: the manifest still needs the salt
     none = cli(workdir, "rehearse", "--from", target_dsn, check=False, env={"PGCARRY_MASK_SALT": ""})
     assert none.returncode == 2 and "the test copy was masked with a salt, and none is given" in none.stderr
