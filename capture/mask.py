@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry.errors import PreflightError
 from pgcarry.schemas.config import MASK_OPTIONS
 
 SALT_TABLE = sql.Identifier("pg_temp", "pgcarry_mask_salt")
@@ -69,8 +70,13 @@ def load_salt(conn: psycopg.Connection, salt: str | None) -> None:
     """Put the salt where the expressions read it: a temporary table of this session, filled by
     COPY (COPY data is never written to the server log). Without a salt the table stays empty and
     salted expressions yield NULL, which config load makes impossible for the rules that need it."""
-    conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (salt bytea NOT NULL)").format(
-        sql.Identifier("pgcarry_mask_salt")))
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (salt bytea NOT NULL)").format(
+                sql.Identifier("pgcarry_mask_salt")))
+    except psycopg.errors.InsufficientPrivilege:
+        raise PreflightError("masking needs a temporary table (it holds the salt) and the role may "
+                             "not create one", hint="GRANT TEMP ON DATABASE <db> TO <role>") from None
     conn.execute(sql.SQL("TRUNCATE {}").format(SALT_TABLE))
     if salt:
         with conn.cursor().copy(sql.SQL("COPY {} (salt) FROM STDIN").format(SALT_TABLE)) as cp:

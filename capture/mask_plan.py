@@ -128,11 +128,14 @@ def _follow(tables: dict[str, _Table]) -> list[Problem]:
                     p = parent.masked.get(pcol) if parent else None
                     c = t.masked.get(ccol)
                     where = f"{t.rel.qualified}.{ccol}"
-                    if p is not None and c is None:
-                        root = p.via or (fk.ref_table, pcol)
-                        t.masked[ccol] = Masked(t.rel, ccol, p.spec, t.types[ccol], None, root, True)
-                        p.linked = changed = True
-                        tables[root[0]].masked[root[1]].linked = True
+                    root = (p.via or (fk.ref_table, pcol)) if p is not None else None
+                    if p is not None and root != (t.rel.qualified, ccol) and (
+                            c is None or (c.spec == p.spec and c.via is None)):
+                        if c is None:  # the key's rule, on the column that references it
+                            t.masked[ccol] = Masked(t.rel, ccol, p.spec, t.types[ccol], None, root)
+                        c = t.masked[ccol]
+                        c.via = root
+                        c.linked = p.linked = tables[root[0]].masked[root[1]].linked = changed = True
                     elif p is not None and c is not None and c.spec != p.spec:
                         out.setdefault(where, Problem(
                             f"{where} references {p.where} ({fk.name}) but is masked differently "

@@ -59,8 +59,12 @@ class Table:
     def ident(self) -> sql.Identifier:
         return sql.Identifier(*self.target)
 
-    def tcol(self, column: str, alias: str = "t") -> sql.Identifier:
-        return sql.Identifier(alias, self.rename.get(column, column))
+    def tname(self, column: str) -> str:
+        """A captured column's name in the target."""
+        return self.rename.get(column, column)
+
+    def tcol(self, column: str, alias: str | None = "t") -> sql.Identifier:
+        return sql.Identifier(alias, self.tname(column)) if alias else sql.Identifier(self.tname(column))
 
     @property
     def side_columns(self) -> list[str]:
@@ -115,7 +119,7 @@ def unmatched(conn: psycopg.Connection, masked: list[Table]) -> list[str]:
         cols = _present(conn, t)
         missing = [c for c in t.key if cols is not None and c not in cols]
         if missing:
-            out.append(f"{'.'.join(t.target)} has no column {t.rename.get(missing[0], missing[0])!r}, "
+            out.append(f"{'.'.join(t.target)} has no column {t.tname(missing[0])!r}, "
                        f"the key its masked rows are matched on")
     return out
 
@@ -132,7 +136,7 @@ def _fold(log: ChangeLog, wanted: set[str]) -> dict[str, TableFold]:
     return folder.tables
 
 
-def _values(t: Table, images: Iterable[dict[str, Any]], columns: list[str],
+def _values(images: Iterable[dict[str, Any]], columns: list[str],
             types: dict[str, mask.ColumnType]) -> Iterable[list[Any]]:
     hexed = {c for c in columns if types[c].base == "bytea"}
     for image in images:
@@ -155,7 +159,7 @@ def _adjust(conn: psycopg.Connection, t: Table, fold: TableFold) -> None:
     if not t.key:
         cols = t.side_columns
         tmp = _scratch(conn, t, cols)
-        copy_into(conn, tmp, cols, _values(t, fold.plain, cols, types))
+        copy_into(conn, tmp, cols, _values(fold.plain, cols, types))
         conn.execute(sql.SQL(
             "DELETE FROM {s} WHERE ctid IN (SELECT x.ctid FROM (SELECT ctid, {r} AS r, row_number() "
             "OVER (PARTITION BY {r}) AS n FROM {s} p) x JOIN (SELECT {r} AS r, row_number() OVER "
@@ -165,13 +169,13 @@ def _adjust(conn: psycopg.Connection, t: Table, fold: TableFold) -> None:
     inserted = [dict(zip(fold.pk, r.key)) for r in fold.rows.values() if r.op == INSERT]
     if inserted:
         tmp = _scratch(conn, t, t.key)
-        copy_into(conn, tmp, t.key, _values(t, inserted, t.key, types))
+        copy_into(conn, tmp, t.key, _values(inserted, t.key, types))
         conn.execute(sql.SQL("DELETE FROM {} p USING {} k WHERE {}").format(
             t.side, tmp, _on(t.key, "p", "k")))
     if any(m.linked for m in t.info.masks):
         gone = [r.base for r in fold.rows.values() if r.op == DELETE]
         copy_into(conn, t.side, [*t.side_columns, GONE],
-                  ([*v, True] for v in _values(t, gone, t.side_columns, types)))
+                  ([*v, True] for v in _values(gone, t.side_columns, types)))
 
 
 def keep(src: psycopg.Connection, dst: psycopg.Connection, masked: list[Table],
@@ -223,7 +227,7 @@ def _present(conn: psycopg.Connection, t: Table) -> set[str] | None:
     rows = conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
                         "AND attnum > 0 AND NOT attisdropped", (t.ident.as_string(conn),)).fetchall()
     names = {r[0] for r in rows}
-    return {c.name for c in t.info.columns if t.rename.get(c.name, c.name) in names} if names else None
+    return {c.name for c in t.info.columns if t.tname(c.name) in names} if names else None
 
 
 def _masked_expr(conn: psycopg.Connection, t: Table, column: str, alias: str = "p") -> sql.Composable:
@@ -258,8 +262,8 @@ def _restore_keyless(conn: psycopg.Connection, t: Table, cols: list[str]) -> int
     are equal in everything the copy shows are interchangeable) and write the values back; rows
     the mask left as they were need nothing."""
     gt, gp = _keyless_groups(conn, t, cols)
-    sets = sql.SQL(", ").join(sql.SQL("{} = x.{}").format(
-        sql.Identifier(t.rename.get(c, c)), sql.Identifier(c)) for c in cols if c in t.masks)
+    sets = sql.SQL(", ").join(sql.SQL("{} = x.{}").format(t.tcol(c, None), sql.Identifier(c))
+                              for c in cols if c in t.masks)
     q = sql.SQL(
         "WITH s AS (SELECT tableoid AS {oid}, ctid AS {tid}, {gt} AS {g}, row_number() OVER "
         "(PARTITION BY {gt}) AS {n} FROM {target} t), "
@@ -276,8 +280,7 @@ def _restore_rows(conn: psycopg.Connection, t: Table, cols: list[str]) -> int:
     plain = [c for c in cols if c in t.masks and not t.masks[c].linked]
     if not plain:
         return 0
-    sets = sql.SQL(", ").join(sql.SQL("{} = p.{}").format(
-        sql.Identifier(t.rename.get(c, c)), sql.Identifier(c)) for c in plain)
+    sets = sql.SQL(", ").join(sql.SQL("{} = p.{}").format(t.tcol(c, None), sql.Identifier(c)) for c in plain)
     return conn.execute(sql.SQL("UPDATE {} t SET {} FROM {} p WHERE NOT p.{} AND {} AND ({})").format(
         t.ident, sets, t.side, sql.Identifier(GONE), _on(t.key, "t", "p", t), _differ(t, plain))).rowcount
 
@@ -302,7 +305,7 @@ def restore(conn: psycopg.Connection, masked: list[Table], salt: str | None) -> 
                 root, rc = _root(by_name, t, m)
                 n = conn.execute(sql.SQL("UPDATE {} t SET {} = r.real::{} FROM {} r WHERE {}::text = "
                                          "r.masked").format(
-                    t.ident, sql.Identifier(t.rename.get(c, c)), sql.SQL(_target_type(conn, t, c)),
+                    t.ident, t.tcol(c, None), sql.SQL(_target_type(conn, t, c)),
                     _mapping(conn, root, rc), t.tcol(c))).rowcount
                 out[t.info.qualified] = out.get(t.info.qualified, 0) + n
     for t in masked:
@@ -315,7 +318,7 @@ def restore(conn: psycopg.Connection, masked: list[Table], salt: str | None) -> 
 
 
 def _target_type(conn: psycopg.Connection, t: Table, column: str) -> str:
-    return mask.column_types(conn, t.ident)[t.rename.get(column, column)].name
+    return mask.column_types(conn, t.ident)[t.tname(column)].name
 
 
 def remaining(conn: psycopg.Connection, masked: list[Table], salt: str | None) -> dict[str, int]:

@@ -155,6 +155,10 @@ CREATE TABLE members (tenant int, email citext, PRIMARY KEY (tenant, email));
 CREATE TABLE invites (id int PRIMARY KEY, tenant int, email citext, code char(20) UNIQUE,
                       FOREIGN KEY (tenant, email) REFERENCES members);
 CREATE TABLE audit (n serial PRIMARY KEY, what text);
+CREATE TABLE events (id int, at date, account_id uuid REFERENCES accounts(id), PRIMARY KEY (id, at))
+    PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
   $$ BEGIN NEW.updated_at = now(); RETURN NEW; END $$;
 CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS
@@ -175,12 +179,14 @@ SHOP_ROWS = [
     f"INSERT INTO order_notes VALUES (1, 1, '{IDS[0]}'), (2, 3, '{IDS[1]}'), (3, NULL, NULL)",
     "INSERT INTO members VALUES (1, 'Alice@X.test'), (2, 'alice@x.test')",
     "INSERT INTO invites VALUES (1, 1, 'alice@X.TEST', 'INV-1'), (2, 2, 'ALICE@x.test', 'INV-2')",
+    f"INSERT INTO events VALUES (1, '2024-05-01', '{IDS[0]}'), (2, '2025-05-01', '{IDS[0]}')",
     "TRUNCATE audit",
 ]
 SHOP_RULES = "".join([
     rule("public.accounts", "id", kind="hash"), rule("public.accounts", "email", kind="email"),
     rule("public.accounts", "phone", regex="[0-9]{4}$", replace="****", unique=True),
     rule("public.accounts", "name", value="Someone"),
+    rule("public.tickets", "contact", kind="email"),  # written out, the same as its key's: accepted
     rule("public.members", "email", kind="email", **{"keep-domain": True}),
     rule("public.invites", "code", kind="hash", length=16, prefix="i-")])
 
@@ -198,7 +204,7 @@ def test_hash_and_email_keep_keys_references_and_constraints(source_dsn, target_
     execute(target_dsn, "CREATE EXTENSION citext")  # pg_dump -n leaves extensions out
     write_config(workdir, source_dsn, extra=SHOP_RULES)
     out = start(workdir, target_dsn)
-    assert "(11 masked columns)" in out.stdout
+    assert "(12 masked columns)" in out.stdout
     a = {i: m_uuid(i) for i in IDS}
     assert query(target_dsn, "SELECT id::text, email, phone, name, updated_at::text FROM accounts "
                  "ORDER BY email") == sorted([
@@ -214,6 +220,8 @@ def test_hash_and_email_keep_keys_references_and_constraints(source_dsn, target_
         (1, a[IDS[0]], m_email("alice.smith@x.test")), (2, a[IDS[2]], None), (3, None, m_email("bob@y.test"))]
     assert query(target_dsn, "SELECT id, order_id, account_id::text FROM order_notes ORDER BY id") == [
         (1, 1, a[IDS[0]]), (2, 3, a[IDS[1]]), (3, None, None)]
+    assert query(target_dsn, "SELECT tableoid::regclass::text, account_id::text FROM events ORDER BY id") == [
+        ("events_2024", a[IDS[0]]), ("events_2025", a[IDS[0]])]  # a partitioned table follows too
     # citext: values equal to citext get one digest (lower-cased), the domain is kept as written
     assert query(target_dsn, "SELECT tenant, email::text FROM members ORDER BY tenant") == [
         (1, m_email("alice@x.test", "X.test")), (2, m_email("alice@x.test", "x.test"))]
@@ -224,7 +232,7 @@ def test_hash_and_email_keep_keys_references_and_constraints(source_dsn, target_
     catalog = ("SELECT conrelid::regclass::text, conname, contype FROM pg_constraint WHERE "
                "connamespace = 'public'::regnamespace ORDER BY 1, 2")
     assert query(target_dsn, catalog) == query(source_dsn, catalog)
-    assert len(query(target_dsn, catalog)) == 16
+    assert len(query(target_dsn, catalog)) == 22  # 16 + a key and a foreign key on events and each partition
     assert query(target_dsn, "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == [(3,)]
     assert query(target_dsn, "SELECT count(*) FROM audit") == [(0,)]
     log = SQLiteLog(workdir / "pgcarry-log.db")
@@ -234,6 +242,8 @@ def test_hash_and_email_keep_keys_references_and_constraints(source_dsn, target_
         log.close()
     notes = {m.column: m for m in manifest.tables["public.order_notes"].masks}
     assert notes["account_id"].via == ["public.accounts", "id"] and notes["account_id"].linked
+    contact = next(m for m in manifest.tables["public.tickets"].masks if m.column == "contact")
+    assert contact.via == ["public.accounts", "email"] and contact.linked
     assert {m.column: (m.kind, m.linked) for m in manifest.tables["public.accounts"].masks} == {
         "id": ("hash", True), "email": ("email", True), "phone": ("regex", False), "name": ("value", False)}
     assert manifest.tables["public.accounts"].masked_columns == ["id", "email", "phone", "name"]
