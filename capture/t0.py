@@ -14,7 +14,7 @@ from psycopg2 import sql as sql2
 
 from pgcarry.capture import copy as copy_mod
 from pgcarry.capture import mask_plan, preflight, replication
-from pgcarry.capture.mask import salt_check
+from pgcarry.capture.mask import MaskSpec, salt_check
 from pgcarry.capture.catalog import Relation
 from pgcarry.changelog import ChangeLog
 from pgcarry.errors import LogError
@@ -110,7 +110,8 @@ def _t0(
                 database=dbname,
                 tables=tables,
                 copy_target=safe_dsn(copy_to) if copy_to else None,
-                mask_salt_check=salt_check(cfg.salt) if any(i.masks for i in infos) else None,
+                mask_salt_check=salt_check(cfg.salt) if any(
+                    MaskSpec.of(m.kind, m.options).salted for i in infos for m in i.masks) else None,
             )
             changelog.write_manifest(manifest)
         except BaseException:

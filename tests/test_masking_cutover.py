@@ -148,7 +148,7 @@ def test_cutover_restores_every_masked_value_and_leaks_no_salt(logged_cluster, w
         c.execute(f"UPDATE contacts SET email = 'c-{masked('e1@c.test', 20)}' WHERE id = 1")
         c.execute(f"UPDATE visits SET email = 'u{masked('v2@x.test', 16)}@example.test' WHERE note = 'cart'")
         c.execute(f"UPDATE orders SET account_id = '{m_id(B)}' WHERE id = 2")
-    bad = json.loads(cli(workdir, "verify", "--to", scratch, "--json", check=False, env=ENV).stdout)
+    bad = json.loads(run("verify", "--to", scratch, "--json", rc=5))
     assert {(c["table"], c["detail"]) for c in bad["checks"] if c["name"] == "pii guard" and not c["ok"]} == {
         ("public.accounts", "1 rows of production still masked"),
         ("public.contacts", "2 rows of production still masked"),
