@@ -66,7 +66,7 @@ def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any
     return folder, kept
 
 
-def _replica_role(conn: psycopg.Connection) -> None:
+def replica_role(conn: psycopg.Connection) -> None:
     try:
         conn.execute("SET LOCAL session_replication_role = replica")
     except psycopg.errors.InsufficientPrivilege:
@@ -230,7 +230,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         conn.execute("SET LOCAL temp_buffers = '256MB'")
         if not dry_run:
             journal.ensure(conn)
-            _replica_role(conn)
+            replica_role(conn)
         after = journal.last_lsn(conn, cfg.source.slot)
         rep.after = str(after) if after else None
         stats: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 """`verify`: prove the replay landed — counts reconcile with the journal, every captured row's final
 image is in the target under its policy (from the pre-replay images), no foreign-key orphans,
-sequences ahead of their columns, no masking sentinel left, and the user's SQL assertions hold.
+sequences ahead of their columns, no masked value left on a row that existed in production (where
+production's values are kept beside the target: cutover, rehearse), and the user's SQL assertions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.replay import apply, catalog, journal, stage
+from pgcarry.replay import apply, catalog, journal, pii, stage
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.fold import Folder
 from pgcarry.replay.plan import TablePlan
@@ -21,6 +22,7 @@ from pgcarry.replay.policy import merge_sql
 from pgcarry.schemas.change import ACTION_NAMES, TRUNCATE
 from pgcarry.schemas.config import Config, ReplayConfig
 from pgcarry.schemas.lsn import Lsn
+from pgcarry.schemas.manifest import Manifest
 
 MAX_LISTED = 5
 _id = sql.Identifier
@@ -136,20 +138,18 @@ def _assertions(conn: psycopg.Connection, cfg: Config) -> list[Check]:
     return out
 
 
-def _masks(conn: psycopg.Connection, cfg: Config) -> list[Check]:
-    out = []
-    for m in cfg.mask:
-        if m.value is None:
-            continue
-        q = sql.SQL("SELECT count(*) FROM {} WHERE {}::text = %s").format(
-            _id(*m.table.split(".", 1)), _id(m.column))
-        try:
-            with conn.transaction():
-                (n,) = conn.execute(q, (m.value,)).fetchone()  # type: ignore[misc]
-        except psycopg.Error:
-            continue  # the table or column is gone from the target: nothing masked remains
-        out.append(Check("pii guard", f"{m.table}.{m.column}", n == 0, f"{n} rows still '{m.value}'"))
-    return out
+def _pii(conn: psycopg.Connection, cfg: Config, manifest: Manifest | None) -> list[Check]:
+    """Production's values kept beside the target (a cutover or rehearsal) against the target's
+    rows: a masked value of any kind left on a row that existed in production fails."""
+    masked = pii.tables(manifest, cfg.replay) if manifest else []
+    if manifest is None or not masked:
+        return []
+    if not pii.kept(conn):
+        return [Check("pii guard", "-", True, "not checked: production's values are not kept in this "
+                      "database (cutover and rehearse check them)")]
+    pii.require_salt(manifest, cfg.salt)
+    return [Check("pii guard", rel, n == 0, f"{n} rows of production still masked" if n else
+                  "no masked value left") for rel, n in pii.remaining(conn, masked, cfg.salt).items()]
 
 
 def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
@@ -175,6 +175,6 @@ def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
         for tp in p.ordered():
             assert tp.target is not None
             checks += _sequences(conn, tp.target)
-        checks += _masks(conn, cfg) + _assertions(conn, cfg)
+        checks += _pii(conn, cfg, log.read_manifest()) + _assertions(conn, cfg)
         conn.rollback()
     return checks

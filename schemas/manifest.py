@@ -4,6 +4,8 @@ relation looked like then (key, replica identity, columns, foreign keys, masked 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -23,6 +25,17 @@ class ForeignKey(BaseModel):
     deferrable: bool = False
 
 
+class MaskRecord(BaseModel):
+    """A masked column of the test copy: its rule's kind and options (never the salt), so a later
+    run can compute the same mask, and how the cutover matches it back to production's values."""
+
+    column: str
+    kind: str  # value | null | regex | hash | email
+    options: dict[str, Any] = Field(default_factory=dict)
+    via: list[str] | None = None  # ["schema.table", "column"] whose rule it follows by foreign key
+    linked: bool = False  # a key or foreign-key column: restored by mapping masked values to real ones
+
+
 class TableInfo(BaseModel):
     schema_name: str
     name: str
@@ -35,6 +48,8 @@ class TableInfo(BaseModel):
     # their changes are captured, counted and replayed under this relation
     partitioned: bool = False
     partitions: list[list[str]] = Field(default_factory=list)
+    masks: list[MaskRecord] = Field(default_factory=list)
+    mask_key: list[str] = Field(default_factory=list)  # what a masked row is matched on ([]: all of it)
 
     @property
     def qualified(self) -> str:
@@ -52,3 +67,4 @@ class Manifest(BaseModel):
     database: str
     tables: dict[str, TableInfo]  # keyed "schema.table"
     copy_target: str | None = None  # DSN of the copy, password removed
+    mask_salt_check: str | None = None  # capture.mask.salt_check(): the same salt later? (not the salt)
