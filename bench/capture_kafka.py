@@ -31,7 +31,7 @@ def setup(dsn: str, tmp: Path) -> KafkaBench | None:
     work.mkdir()
     (work / "pgcarry.toml").write_text(
         f'[source]\ndsn = "{dsn}"\nslot = "pgcarry_kafka"\n[log]\nbackend = "kafka"\n'
-        f'[log.kafka]\nbootstrap-servers = "{broker.bootstrap}"\n')
+        f'[log.kafka]\nbootstrap-servers = "{broker.bootstrap}"\nsingle-broker = true\n')
     _pgcarry(work, "start")
     return KafkaBench(broker, work)
 

@@ -214,10 +214,13 @@ class Capture:
             select.select([self._conn], [], [], 0.1)
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, *, until: Lsn | None = None, stop: Callable[[], bool] = lambda: False) -> Progress:
+    def run(self, *, until: Lsn | None = None, stop: Callable[[], bool] = lambda: False,
+            busy_timeout: float | None = None) -> Progress:
         """Stream until `stop()` is true or the log is complete up to `until`. Reconnects with
-        capped backoff when the source goes away; a lost slot is fatal (SlotError)."""
+        capped backoff when the source goes away; a lost slot is fatal (SlotError), and so is a
+        slot another process streams for more than `busy_timeout` seconds (the cutover's drain)."""
         backoff = BACKOFF_START
+        busy_since: float | None = None
         self.until = until
         if until is not None:
             confirmed, _ = slot_position(self.dsn, self.slot)
@@ -228,7 +231,7 @@ class Capture:
             try:
                 if self._conn is None:
                     self.connect()
-                    backoff = BACKOFF_START
+                    backoff, busy_since = BACKOFF_START, None
                 if until is not None and self._reached(until):
                     break
                 if self.step() == 0 and until is not None:
@@ -245,6 +248,14 @@ class Capture:
             except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as e:
                 if isinstance(e, _SLOT_GONE):
                     raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
+                if isinstance(e, psycopg2.errors.ObjectInUse) and busy_timeout is not None:
+                    busy_since = busy_since or time.monotonic()
+                    if time.monotonic() - busy_since > busy_timeout:
+                        raise SlotError(
+                            f"replication slot {self.slot!r} stayed in use by another process for "
+                            f"{busy_timeout:.0f}s: {redact(str(e).strip())}",
+                            hint="another capture daemon streams it: stop it (see `pgcarry status`), "
+                                 "then run the command again") from None
                 log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
                 self.close()
                 backoff = self._wait(backoff, stop)

@@ -1,8 +1,8 @@
 """KafkaIO: the synchronous face of aiokafka that KafkaLog uses, run on a private event loop thread.
 
-One producer (idempotent, acks=all), an admin client for topic creation, and a consumer per read;
-every call blocks its caller until the loop answered. Security settings go to every client as given
-and never into a message.
+One producer (idempotent, acks=all, compressed), an admin client for topics, a consumer per read and
+one long-lived consumer for end offsets and the state topic's tail; every call blocks its caller
+until the loop answered. Security settings go to every client as given and never into a message.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -21,18 +22,21 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     NodeNotReadyError,
+    RecordTooLargeError,
     TopicAlreadyExistsError,
 )
 from aiokafka.helpers import create_ssl_context
 
-from pgcarry.errors import LogError, LogUnavailableError
+from pgcarry.errors import ChangeTooLargeError, LogError, LogUnavailableError
 
 T = TypeVar("T")
 Headers = list[tuple[str, bytes]]
 Record = tuple[bytes | None, bytes, Headers]  # key, value, headers
 
 MAX_RECORD_BYTES = 64 << 20  # a wal2json change with large TOASTed values fits
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 BATCH_BYTES = 1 << 20
 FETCH_RECORDS = 2000
 CLOSE_TIMEOUT = 15.0
@@ -51,14 +55,19 @@ def client_options(bootstrap: str, security: dict[str, Any]) -> dict[str, Any]:
 
 
 class KafkaIO:
-    def __init__(self, bootstrap: str, security: dict[str, Any]) -> None:
+    def __init__(self, bootstrap: str, security: dict[str, Any], compression: str = "zstd") -> None:
         self.bootstrap = bootstrap
         self._opts = client_options(bootstrap, security)
+        self._compression = None if compression == "none" else compression
+        self.max_record = MAX_RECORD_BYTES  # the producer's limit; KafkaLog sets the topic's
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pgcarry-kafka", daemon=True)
         self._thread.start()
         self._producer: AIOKafkaProducer | None = None
+        self._tail: AIOKafkaConsumer | None = None
+        self._tail_at: dict[str, int] = {}
         self.error: BaseException | None = None  # the first failed delivery: the writer is broken
+        self.error_label: str | None = None  # what the failed batch held (relation, LSN)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -94,61 +103,75 @@ class KafkaIO:
 
         self.run(go())
 
-    def topic_config(self, name: str) -> dict[str, str]:
-        async def go() -> dict[str, str]:
+    def describe(self, name: str) -> tuple[int, dict[str, str]]:
+        """(the replication factor of partition 0, the topic's effective configs) from the broker."""
+
+        async def go() -> tuple[int, dict[str, str]]:
             admin = AIOKafkaAdminClient(**self._opts)
             await admin.start()
             try:
                 (resp,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+                (meta,) = await admin.describe_topics([name])
             finally:
                 await admin.close()
             (res,) = resp.to_object()["resources"]
-            return {e["config_names"]: e["config_value"] for e in res["config_entries"]}
+            part = [p for p in meta["partitions"] if p["partition"] == 0]
+            replicas = len(part[0]["replicas"]) if part else 0
+            return replicas, {e["config_names"]: e["config_value"] for e in res["config_entries"]}
 
         return self.run(go())
 
     # -- producing -----------------------------------------------------------------------------
-    def _on_delivery(self, fut: asyncio.Future[Any]) -> None:
+    def _on_delivery(self, label: str | None, fut: asyncio.Future[Any]) -> None:
         if self.error is None and not fut.cancelled() and fut.exception() is not None:
-            self.error = fut.exception()
+            self.error, self.error_label = fut.exception(), label
 
-    def send(self, topic: str, records: list[Record]) -> None:
-        """Hand records to the producer as batches, in order (a batch is cheaper than a send per record)."""
+    async def _started_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(
+                **self._opts, acks="all", enable_idempotence=True, linger_ms=5,
+                max_batch_size=BATCH_BYTES, max_request_size=self.max_record + (64 << 10),
+                compression_type=self._compression,
+            )
+            await self._producer.start()
+        return self._producer
 
-        async def go() -> None:
-            if self._producer is None:
-                self._producer = AIOKafkaProducer(
-                    **self._opts, acks="all", enable_idempotence=True, linger_ms=2,
-                    max_batch_size=BATCH_BYTES, max_request_size=MAX_RECORD_BYTES,
-                )
-                await self._producer.start()
-            batch = self._producer.create_batch()
-            for key, value, headers in records:
+    def send(self, topic: str, records: list[Record], labels: list[str | None] | None = None) -> None:
+        """Hand records to the producer as batches, in order (a batch is cheaper than a send per
+        record). `labels` name what each record holds, for the error if Kafka refuses it."""
+        self.run(self._send(topic, records, labels or [None] * len(records)))
+
+    async def _send(self, topic: str, records: list[Record], labels: list[str | None]) -> list[Any]:
+        producer = await self._started_producer()
+        futures, batch, label = [], producer.create_batch(), None
+        for (key, value, headers), what in zip(records, labels):
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                futures.append(await self._submit(topic, batch, label))
+                batch, label = producer.create_batch(), None
                 if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                    await self._submit(topic, batch)
-                    batch = self._producer.create_batch()
-                    if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                        raise LogError(f"a change of {len(value)} bytes does not fit one Kafka batch")
-            await self._submit(topic, batch)
+                    raise ChangeTooLargeError(f"a record of {len(value)} bytes does not fit one Kafka batch")
+            label = label or what
+        futures.append(await self._submit(topic, batch, label))
+        return [f for f in futures if f is not None]
 
-        self.run(go())
-
-    async def _submit(self, topic: str, batch: Any) -> None:
+    async def _submit(self, topic: str, batch: Any, label: str | None) -> Any:
         """Queue one batch behind the previous one; waits (without limit) while the broker is away."""
         assert self._producer is not None
         if batch.record_count() == 0:
-            return
+            return None
         while True:
             try:
                 fut = await self._producer.send_batch(batch, topic, partition=0)
                 break
             except KafkaTimeoutError:
                 continue
-        fut.add_done_callback(self._on_delivery)
+        fut.add_done_callback(partial(self._on_delivery, label))
+        return fut
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until Kafka acknowledged every record sent. The idempotent producer retries without
-        limit; after `timeout` seconds this raises LogUnavailableError and the records stay queued."""
+        limit; after `timeout` seconds this raises LogUnavailableError and the records stay queued.
+        A record Kafka refused for good is a LogError (ChangeTooLargeError for its size)."""
         producer = self._producer
         if producer is not None:
 
@@ -163,6 +186,12 @@ class KafkaIO:
                     hint="they stay queued and are sent when the broker is back; the slot holds WAL until then",
                     bootstrap=self.bootstrap,
                 )
+        if isinstance(self.error, TOO_LARGE):
+            raise ChangeTooLargeError(
+                f"kafka refused a record as too large ({type(self.error).__name__}): "
+                f"{self.error_label or 'a change'}",
+                hint="raise the topic's max.message.bytes (and the brokers' replica.fetch.max.bytes), "
+                     "then restart capture: it resumes from the slot's confirmed position")
         if self.error is not None:
             raise LogError(
                 f"kafka refused a change-log record: {type(self.error).__name__}: {self.error}",
@@ -170,20 +199,62 @@ class KafkaIO:
                 bootstrap=self.bootstrap,
             )
 
-    def send_and_wait(self, topic: str, record: Record) -> None:
-        self.send(topic, [record])
-        self.flush()
+    def send_and_wait(self, topic: str, record: Record, timeout: float | None = None) -> None:
+        """One record, durable on return (whatever happened to other records)."""
+
+        async def go() -> None:
+            for fut in await self._send(topic, [record], [None]):
+                await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+        try:
+            self.run(go())
+        except TimeoutError:
+            raise LogUnavailableError(f"kafka did not acknowledge a state record in {timeout:.0f}s",
+                                      bootstrap=self.bootstrap) from None
 
     # -- consuming -----------------------------------------------------------------------------
+    async def _tail_consumer(self) -> AIOKafkaConsumer:
+        if self._tail is None:
+            self._tail = AIOKafkaConsumer(
+                **self._opts, enable_auto_commit=False, auto_offset_reset="earliest",
+                max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
+            await self._tail.start()
+        return self._tail
+
     def end_offset(self, topic: str) -> int:
         async def go() -> int:
-            consumer = AIOKafkaConsumer(**self._opts, enable_auto_commit=False)
-            await consumer.start()
-            try:
-                tp = TopicPartition(topic, 0)
-                return int((await consumer.end_offsets([tp]))[tp])
-            finally:
-                await consumer.stop()
+            consumer = await self._tail_consumer()
+            tp = TopicPartition(topic, 0)
+            return int((await consumer.end_offsets([tp]))[tp])
+
+        return self.run(go())
+
+    def tail(self, topic: str) -> list[Any]:
+        """The records of `topic` added since the last call (all of them the first time), read by
+        one long-lived consumer: the state topic is checked often and must be cheap to check."""
+        tp = TopicPartition(topic, 0)
+
+        async def go() -> list[Any]:
+            consumer = await self._tail_consumer()
+            if topic not in self._tail_at:
+                consumer.assign([*consumer.assignment(), tp])
+                consumer.seek(tp, 0)
+                self._tail_at[topic] = 0
+            end = int((await consumer.end_offsets([tp]))[tp])
+            out: list[Any] = []
+            moved = time.monotonic()
+            while self._tail_at[topic] < end:
+                got = await consumer.getmany(tp, timeout_ms=1000, max_records=FETCH_RECORDS)
+                out += [r for r in got.get(tp, []) if r.offset < end]
+                at = await consumer.position(tp)
+                if at > self._tail_at[topic]:
+                    self._tail_at[topic], moved = at, time.monotonic()
+                elif time.monotonic() - moved > READ_STALL:
+                    raise LogUnavailableError(f"kafka sent nothing for {READ_STALL:.0f}s from {topic}")
+            if self._tail_at[topic] > end:  # read past `end` within a fetch: keep reading there
+                consumer.seek(tp, end)
+                self._tail_at[topic] = end
+            return out
 
         return self.run(go())
 
@@ -226,6 +297,12 @@ class KafkaIO:
             self.run(consumer.stop())
 
     def close(self) -> None:
+        if self._tail is not None:
+            try:
+                self.run(asyncio.wait_for(self._tail.stop(), CLOSE_TIMEOUT))
+            except (LogError, TimeoutError):
+                pass
+            self._tail = None
         if self._producer is not None:
             try:
                 self.run(asyncio.wait_for(self._producer.stop(), CLOSE_TIMEOUT))

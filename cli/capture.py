@@ -10,10 +10,11 @@ import time
 from pgcarry.capture.daemon import Capture, slot_position
 from pgcarry.cli.common import add_common, load_config, log_for, print_json
 from pgcarry.changelog.integrity import NEW_T0, note_slot
-from pgcarry.errors import ConfigError, LogError, LogIncompleteError, SlotError
+from pgcarry.errors import ChangeTooLargeError, ConfigError, LogError, LogIncompleteError, SlotError
 from pgcarry.schemas.lsn import Lsn
 
 NAME = "capture"
+CAPTURE_ERROR = "capture_error"  # a fatal capture error, for `status`
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -69,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
                              daemon=True).start()
         cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest.plugin_options, metrics)
         t0 = time.monotonic()
+        if changelog.get_state(CAPTURE_ERROR):
+            changelog.set_state(CAPTURE_ERROR, None)  # a new attempt: status shows the next one
         try:
             prog = cap.run(until=until, stop=stopping.is_set)
+        except ChangeTooLargeError as e:  # fatal: the same change comes again after a restart
+            changelog.set_state(CAPTURE_ERROR, {"error": e.message, **{k: str(v) for k, v in e.context.items()},
+                                                "at": time.time()})
+            raise
         except SlotError as e:
             lost = note_slot(changelog, cfg.source.dsn, cfg.source.slot)
             if lost is None:

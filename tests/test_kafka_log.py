@@ -15,7 +15,7 @@ from pgcarry.changelog.kafka import BUFFER_BYTES, KafkaLog
 from pgcarry.changelog.kafka_io import KafkaIO
 from pgcarry.errors import LogError, LogUnavailableError
 from pgcarry.schemas.change import Change
-from pgcarry.schemas.config import LogConfig
+from pgcarry.schemas.config import KafkaConfig, LogConfig
 from pgcarry.schemas.lsn import Lsn
 from pgcarry.schemas.manifest import Manifest
 from tests.kafka_fixture import kafka_broker, kafka_config, private_kafka  # noqa: F401
@@ -210,16 +210,25 @@ def test_missing_topic_is_an_error(kafka_broker):
         KafkaLog(kafka_config(kafka_broker.bootstrap), slot="s")
 
 
-def test_topic_with_finite_retention_is_refused(kafka_broker):
+def test_topic_that_may_lose_changes_is_refused_before_anything_is_created(kafka_broker):
     cfg = kafka_config(kafka_broker.bootstrap)
+    state = f"{cfg.topic}-state"
     io = KafkaIO(cfg.bootstrap_servers, {})
     try:
         io.create_topic(cfg.topic or "", 1, {"retention.ms": str(7 * 86400_000)})
+        with pytest.raises(LogError, match=r"may lose captured changes \(retention.ms=604800000\)"):
+            KafkaLog(cfg, slot="s", create=True)
+        assert state not in io.topics()  # refused before the state topic was created
+        strict = KafkaConfig(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)  # no single-broker
+        with pytest.raises(LogError, match=r"topic t[-\d]+ may lose captured changes \(replication "
+                           r"factor 1 with min.insync.replicas=1, retention.ms=604800000\)"):
+            KafkaLog(strict, slot="s", create=True)
+        assert state not in io.topics()
+        io.create_topic(state, 1, {"cleanup.policy": "compact"})
     finally:
         io.close()
-    with pytest.raises(LogError, match=r"may delete captured changes \(retention.ms=604800000\)"):
-        KafkaLog(cfg, slot="s", create=True)
     KafkaLog(cfg, slot="s", readonly=True).close()  # reading what is there is fine
+    KafkaLog(strict, slot="s", readonly=True).close()
 
 
 @pytest.mark.slow
