@@ -190,7 +190,7 @@ class KafkaLog(ChangeLog):
 
     def _snapshot(self) -> None:
         acct = self._accounting()
-        in_flight = {self._open.value: OpenCopy(-1, 0, self._i)} if self._open and self._begun else {}
+        in_flight = {self._open.value: OpenCopy(-1, 0, self._i, self._i)} if self._open and self._begun else {}
         offset = self._io.end_offset(self.topic)  # after a flush: everything before it is ours
         acct.scanned = offset
         self.set_state(SUMMARY, acct.snapshot(offset, in_flight))

@@ -46,6 +46,7 @@ class OpenCopy:
     begin: int  # offset of the begin record
     xid: int
     next: int = 0  # the position (0-based) the next chunk must start at
+    seen: int = 0  # changes read (a copy with a hole has fewer than its marker's n)
     broken: bool = False  # a chunk was missing or out of order
 
 
@@ -91,10 +92,9 @@ class Index:
         if o is None:
             return
         at, n = int(h["i"]), int(h["n"])
-        if at == o.next:
-            o.next += n
-        elif at > o.next:
-            o.broken = True  # a lost chunk: this copy never counts
+        if at >= o.next:  # (a chunk starting before `next` is a duplicate)
+            o.broken |= at > o.next  # a lost chunk: this copy never counts
+            o.next, o.seen = at + n, o.seen + n
 
     def _commit(self, r: Any, h: dict[str, bytes]) -> None:
         lsn = _lsn(h)
@@ -104,7 +104,7 @@ class Index:
         marker = json.loads(r.value)
         n = int(marker["n"])
         if begun.broken or begun.next != n:
-            self.holes[lsn] = (begun.next, n)
+            self.holes[lsn] = (begun.seen, n)
             return
         self.holes.pop(lsn, None)
         self.pending.discard(lsn)
@@ -148,7 +148,7 @@ class Index:
             "first_time": self.first_time, "last_time": self.last_time, "last": self.last,
             "bytes": self.bytes, "counts": self.counts, "floor": floor,
             "pending": sorted(k for k in pending if k <= floor),
-            "open": {str(k): [o.begin, o.xid, o.next, o.broken] for k, o in opened.items()},
+            "open": {str(k): [o.begin, o.xid, o.next, o.seen, o.broken] for k, o in opened.items()},
             "holes": {str(k): list(v) for k, v in self.holes.items()},
         }
 
