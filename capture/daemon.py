@@ -241,10 +241,10 @@ class Capture:
                             "%.1fs: %s", backoff, e)
                 self.close()  # what was not durable is re-sent from the slot's confirmed position
                 self._in_txn, self.progress.position = False, self.progress.confirmed
-                backoff = self._wait(backoff, stop)
+                backoff = self._wait(backoff, stop, self.log.keepalive)
             except LogUnavailableError as e:
                 log.warning("change log unavailable, retrying in %.1fs: %s", backoff, e)
-                backoff = self._wait(backoff, stop)
+                backoff = self._wait(backoff, stop, self.log.keepalive)
             except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as e:
                 if isinstance(e, _SLOT_GONE):
                     raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
@@ -258,7 +258,7 @@ class Capture:
                                  "then run the command again") from None
                 log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
                 self.close()
-                backoff = self._wait(backoff, stop)
+                backoff = self._wait(backoff, stop, self.log.keepalive)
         self._finish()
         return self.progress
 
@@ -266,9 +266,10 @@ class Capture:
         return not self._in_txn and self.progress.position is not None and self.progress.position >= until
 
     @staticmethod
-    def _wait(backoff: float, stop: Callable[[], bool]) -> float:
+    def _wait(backoff: float, stop: Callable[[], bool], keepalive: Callable[[], None]) -> float:
         deadline = time.monotonic() + backoff
         while time.monotonic() < deadline and not stop():
+            keepalive()
             time.sleep(0.1)
         return min(backoff * 2, BACKOFF_MAX)
 

@@ -76,6 +76,9 @@ class ChangeLog(ABC):
             for ch in t.changes:
                 yield (c, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw)
 
+    def keepalive(self) -> None:  # noqa: B027 - a backend without a lease
+        """Called while the writer waits (source away, backoff): keep its claim on the log."""
+
     def check_integrity(self) -> None:  # noqa: B027 - a backend without its own check
         """Raise LogError when the stored log is damaged."""
 

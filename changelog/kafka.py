@@ -23,7 +23,7 @@ from pgcarry.changelog.kafka_index import (
     BEGIN, CHUNK, COMMIT, FORMAT, Cursor, Index, OpenCopy, encode_chunk,
 )
 from pgcarry.changelog.kafka_io import MAX_RECORD_BYTES, KafkaIO, Record
-from pgcarry.errors import ChangeTooLargeError, LogError
+from pgcarry.errors import ChangeTooLargeError, LogError, LogUnavailableError
 from pgcarry.schemas.change import ACTION_NAMES, Change, Transaction
 from pgcarry.schemas.config import KafkaConfig, survives_one_broker_loss
 from pgcarry.schemas.lsn import Lsn
@@ -187,6 +187,14 @@ class KafkaLog(ChangeLog):
             log.warning("change log lease not released cleanly: %s", e)
         finally:
             self._lease = None
+
+    def keepalive(self) -> None:
+        """Renew the lease while capture waits (a fenced writer stops here too)."""
+        if self._lease is not None:
+            try:
+                self._lease.renew()
+            except LogUnavailableError:
+                pass  # the broker is away; a writer that took the lease meanwhile fences us later
 
     def _snapshot(self) -> None:
         acct = self._accounting()

@@ -41,6 +41,7 @@ BATCH_BYTES = 1 << 20
 FETCH_RECORDS = 2000
 CLOSE_TIMEOUT = 15.0
 READ_STALL = 60.0  # seconds without progress before a read gives up
+ANSWER_WAIT = 10.0  # seconds an end offset or the state topic's tail may take (else: unavailable)
 _SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
 
 
@@ -73,6 +74,9 @@ class KafkaIO:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise LogUnavailableError(f"kafka did not answer in {timeout:.0f}s", bootstrap=self.bootstrap) from None
         except (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError) as e:
             raise LogUnavailableError(f"kafka unreachable: {type(e).__name__}", bootstrap=self.bootstrap) from None
         except KafkaError as e:
@@ -227,7 +231,7 @@ class KafkaIO:
             tp = TopicPartition(topic, 0)
             return int((await consumer.end_offsets([tp]))[tp])
 
-        return self.run(go())
+        return self.run(go(), ANSWER_WAIT)
 
     def tail(self, topic: str) -> list[Any]:
         """The records of `topic` added since the last call (all of them the first time), read by
@@ -242,21 +246,22 @@ class KafkaIO:
                 self._tail_at[topic] = 0
             end = int((await consumer.end_offsets([tp]))[tp])
             out: list[Any] = []
-            moved = time.monotonic()
-            while self._tail_at[topic] < end:
-                got = await consumer.getmany(tp, timeout_ms=1000, max_records=FETCH_RECORDS)
-                out += [r for r in got.get(tp, []) if r.offset < end]
-                at = await consumer.position(tp)
-                if at > self._tail_at[topic]:
-                    self._tail_at[topic], moved = at, time.monotonic()
-                elif time.monotonic() - moved > READ_STALL:
-                    raise LogUnavailableError(f"kafka sent nothing for {READ_STALL:.0f}s from {topic}")
+            start = self._tail_at[topic]
+            try:
+                while self._tail_at[topic] < end:
+                    got = await consumer.getmany(tp, timeout_ms=1000, max_records=FETCH_RECORDS)
+                    out += [r for r in got.get(tp, []) if r.offset < end]
+                    self._tail_at[topic] = max(self._tail_at[topic], await consumer.position(tp))
+            except asyncio.CancelledError:  # given up (broker away): read it all again next time
+                consumer.seek(tp, start)
+                self._tail_at[topic] = start
+                raise
             if self._tail_at[topic] > end:  # read past `end` within a fetch: keep reading there
                 consumer.seek(tp, end)
                 self._tail_at[topic] = end
             return out
 
-        return self.run(go())
+        return self.run(go(), ANSWER_WAIT)
 
     def read(self, topic: str, start: int, end: int) -> Iterator[list[Any]]:
         """Chunks of ConsumerRecords with start <= offset < end, in offset order."""
