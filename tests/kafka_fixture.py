@@ -29,7 +29,7 @@ def _unavailable(why: str) -> None:
     pytest.skip(f"no Kafka broker: {why}")
 
 
-def _local_broker() -> LocalKafka:
+def _local_broker(nodes: int = 1) -> LocalKafka:
     if shutil.which("java") is None:
         _unavailable("no java on PATH (run: make system-deps)")
     if kafka_libs() is None:
@@ -38,7 +38,7 @@ def _local_broker() -> LocalKafka:
             _unavailable(f"scripts/fetch-kafka.sh failed: {r.stderr[-2000:]}")
     k = None
     try:
-        k = LocalKafka()
+        k = LocalKafka(nodes=nodes)
         return k.start()
     except Exception as e:
         if k is not None:
