@@ -110,6 +110,11 @@ class Capture:
                 f"replication slot {self.slot!r} cannot stream: {redact(str(e).strip())}",
                 hint="the log is complete only up to its last position; see `pgcarry status`",
             ) from None
+        try:
+            self.log.slot_acquired()
+        except BaseException:
+            self.close()  # streamed again once the log answers
+            raise
         self._in_txn = False
 
     def close(self) -> None:

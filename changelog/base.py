@@ -76,6 +76,9 @@ class ChangeLog(ABC):
             for ch in t.changes:
                 yield (c, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw)
 
+    def slot_acquired(self) -> None:  # noqa: B027 - a backend with one writer by construction
+        """Called when capture starts streaming the slot (no other process streams it now)."""
+
     def keepalive(self) -> None:  # noqa: B027 - a backend without a lease
         """Called while the writer waits (source away, backoff): keep its claim on the log."""
 

@@ -71,7 +71,7 @@ class KafkaLog(ChangeLog):
         self._lease: kafka_lease.Lease | None = None
         self._open: Lsn | None = None
         self._txn_headers: list[tuple[str, bytes]] = []
-        self._skip = self._begun = self._caught_up = False
+        self._skip = self._begun = self._wrote = False
         self._n = self._i = 0
         self._counts: dict[tuple[str, str, str], int] = {}
         self._chunk: list[tuple[int, int, str, str, str, str]] = []
@@ -205,13 +205,19 @@ class KafkaLog(ChangeLog):
 
     def _accounting(self) -> Index:
         """The counting index: seeded from the snapshot, then (a reader, or a writer before its
-        first transaction) the records after it."""
+        first record) the records after it; a writer counts its own records as it writes them."""
         if self._acct is None:
             snap = self.get_state(SUMMARY)
             self._acct = Index.from_snapshot(snap) if snap and snap.get("format") == FORMAT else Index()
-        if self.readonly or not self._caught_up:
+        if self.readonly or not self._wrote:
             self._scan(self._acct)
         return self._acct
+
+    def slot_acquired(self) -> None:
+        """The capture daemon streams the slot now: a writer before it has stopped, and what it
+        sent is in the topic. Read it before writing, so begin() skips what it completed."""
+        if not self.readonly and not self._wrote:
+            self._accounting()
 
     # -- writing -----------------------------------------------------------------------------
     def _writable(self) -> None:
@@ -222,6 +228,7 @@ class KafkaLog(ChangeLog):
         size = len(record[1]) + len(record[0] or b"")
         self._buf.append(record)
         self._labels.append(label)
+        self._wrote = True
         self._buf_bytes += size + 64
         assert self._acct is not None
         self._acct.bytes += size
@@ -236,9 +243,6 @@ class KafkaLog(ChangeLog):
 
     def begin(self, xid: int, commit_lsn: Lsn) -> bool:
         self._writable()
-        if not self._caught_up:  # what another writer added since we opened: we stream only now
-            self._accounting()
-            self._caught_up = True
         self._open, self._n, self._i, self._begun = commit_lsn, 0, 0, False
         self._txn_headers = [("commit_lsn", str(commit_lsn).encode()), ("xid", b"%d" % xid)]
         self._counts = {}
