@@ -41,6 +41,7 @@ BATCH_BYTES = 1 << 20
 FETCH_RECORDS = 2000
 CLOSE_TIMEOUT = 15.0
 READ_STALL = 60.0  # seconds without progress before a read gives up
+SEND_QUEUE = 2  # record lists (~1 MiB each) waiting for the producer
 ANSWER_WAIT = 10.0  # seconds an end offset or the state topic's tail may take (else: unavailable)
 _SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
 
@@ -65,7 +66,13 @@ class KafkaIO:
         self._thread = threading.Thread(target=self._loop.run_forever, name="pgcarry-kafka", daemon=True)
         self._thread.start()
         self._producer: AIOKafkaProducer | None = None
+        self._queue: asyncio.Queue[tuple[str, list[Record], list[str | None]]] | None = None
+        self._slots = threading.Semaphore(SEND_QUEUE)  # sends handed over, not yet batched
+        self._sender_task: asyncio.Task[None] | None = None
         self._tail: AIOKafkaConsumer | None = None
+        self._admin_client: AIOKafkaAdminClient | None = None
+        self._producer_lock = asyncio.Lock()
+        self._handed_over = False  # send() was called: flush() has something to wait for
         self._tail_at: dict[str, int] = {}
         self.error: BaseException | None = None  # the first failed delivery: the writer is broken
         self.error_label: str | None = None  # what the failed batch held (relation, LSN)
@@ -83,27 +90,26 @@ class KafkaIO:
             raise LogError(f"kafka: {type(e).__name__}: {e}", bootstrap=self.bootstrap) from None
 
     # -- topics --------------------------------------------------------------------------------
-    def topics(self) -> set[str]:
-        async def go() -> set[str]:
+    async def _admin(self) -> AIOKafkaAdminClient:
+        """One admin client for the life of this KafkaIO (opening a log asks it several things)."""
+        if self._admin_client is None:
             admin = AIOKafkaAdminClient(**self._opts)
             await admin.start()
-            try:
-                return set(await admin.list_topics())
-            finally:
-                await admin.close()
+            self._admin_client = admin
+        return self._admin_client
+
+    def topics(self) -> set[str]:
+        async def go() -> set[str]:
+            return set(await (await self._admin()).list_topics())
 
         return self.run(go())
 
     def create_topic(self, name: str, replication: int, configs: dict[str, str]) -> None:
         async def go() -> None:
-            admin = AIOKafkaAdminClient(**self._opts)
-            await admin.start()
             try:
-                await admin.create_topics([NewTopic(name, 1, replication, topic_configs=configs)])
+                await (await self._admin()).create_topics([NewTopic(name, 1, replication, topic_configs=configs)])
             except TopicAlreadyExistsError:
                 pass
-            finally:
-                await admin.close()
 
         self.run(go())
 
@@ -111,17 +117,18 @@ class KafkaIO:
         """(the replication factor of partition 0, the topic's effective configs) from the broker."""
 
         async def go() -> tuple[int, dict[str, str]]:
-            admin = AIOKafkaAdminClient(**self._opts)
-            await admin.start()
-            try:
+            admin = await self._admin()
+            for _ in range(50):  # a topic created a moment ago may not be described yet
                 (resp,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
                 (meta,) = await admin.describe_topics([name])
-            finally:
-                await admin.close()
-            (res,) = resp.to_object()["resources"]
-            part = [p for p in meta["partitions"] if p["partition"] == 0]
-            replicas = len(part[0]["replicas"]) if part else 0
-            return replicas, {e["config_names"]: e["config_value"] for e in res["config_entries"]}
+                (res,) = resp.to_object()["resources"]
+                part = [p for p in meta["partitions"] if p["partition"] == 0]
+                replicas = len(part[0]["replicas"]) if part else 0
+                conf = {e["config_names"]: e["config_value"] for e in res["config_entries"]}
+                if replicas and conf:
+                    break
+                await asyncio.sleep(0.2)
+            return replicas, conf
 
         return self.run(go())
 
@@ -131,19 +138,48 @@ class KafkaIO:
             self.error, self.error_label = fut.exception(), label
 
     async def _started_producer(self) -> AIOKafkaProducer:
+        async with self._producer_lock:  # the sender task and a state write may both ask first
+            return await self._start_producer()
+
+    async def _start_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             self._producer = AIOKafkaProducer(
-                **self._opts, acks="all", enable_idempotence=True, linger_ms=5,
-                max_batch_size=BATCH_BYTES, max_request_size=self.max_record + (64 << 10),
+                **self._opts, acks="all", enable_idempotence=True, linger_ms=0,  # batched by us
+                max_batch_size=min(BATCH_BYTES, self.max_record), max_request_size=self.max_record + (64 << 10),
                 compression_type=self._compression,
             )
             await self._producer.start()
         return self._producer
 
     def send(self, topic: str, records: list[Record], labels: list[str | None] | None = None) -> None:
-        """Hand records to the producer as batches, in order (a batch is cheaper than a send per
-        record). `labels` name what each record holds, for the error if Kafka refuses it."""
-        self.run(self._send(topic, records, labels or [None] * len(records)))
+        """Hand records to the producer as batches, in order, without waiting for them: the loop
+        batches (and compresses) them while the caller reads on. At most SEND_QUEUE sends wait
+        there; the next one blocks until one was batched (bounded memory, and the producer's
+        back-pressure while the broker is away). `labels` name what each record holds, for the
+        error if Kafka refuses it; flush() reports it."""
+        self._slots.acquire()
+        self._handed_over = True
+        self._loop.call_soon_threadsafe(self._enqueue, (topic, records, labels or [None] * len(records)))
+
+    def _enqueue(self, item: tuple[str, list[Record], list[str | None]]) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._sender_task = self._loop.create_task(self._sender())
+        self._queue.put_nowait(item)
+
+    async def _sender(self) -> None:
+        """The one task that batches the log's records, in the order they were handed over."""
+        assert self._queue is not None
+        while True:
+            topic, records, labels = await self._queue.get()
+            try:
+                await self._send(topic, records, labels)
+            except Exception as e:  # noqa: BLE001 - reported by the next flush()
+                if self.error is None:
+                    self.error, self.error_label = e, next((x for x in labels if x), None)
+            finally:
+                self._slots.release()
+                self._queue.task_done()
 
     async def _send(self, topic: str, records: list[Record], labels: list[str | None]) -> list[Any]:
         producer = await self._started_producer()
@@ -176,11 +212,16 @@ class KafkaIO:
         """Wait until Kafka acknowledged every record sent. The idempotent producer retries without
         limit; after `timeout` seconds this raises LogUnavailableError and the records stay queued.
         A record Kafka refused for good is a LogError (ChangeTooLargeError for its size)."""
-        producer = self._producer
-        if producer is not None:
+        if self._handed_over:  # (the loop may not have queued the last send yet: ask it)
+
+            async def all_sent() -> None:
+                if self._queue is not None:
+                    await self._queue.join()
+                if self._producer is not None:
+                    await self._producer.flush()
 
             async def go() -> bool:
-                task = asyncio.ensure_future(producer.flush())
+                task = asyncio.ensure_future(all_sent())
                 done, _ = await asyncio.wait([task], timeout=timeout)
                 return bool(done)
 
@@ -190,6 +231,8 @@ class KafkaIO:
                     hint="they stay queued and are sent when the broker is back; the slot holds WAL until then",
                     bootstrap=self.bootstrap,
                 )
+        if isinstance(self.error, LogError):
+            raise self.error
         if isinstance(self.error, TOO_LARGE):
             raise ChangeTooLargeError(
                 f"kafka refused a record as too large ({type(self.error).__name__}): "
@@ -219,8 +262,10 @@ class KafkaIO:
     # -- consuming -----------------------------------------------------------------------------
     async def _tail_consumer(self) -> AIOKafkaConsumer:
         if self._tail is None:
+            # short fetch waits, and its partition paused between calls: a long-polling fetch
+            # would hold up the end-offset requests queued behind it on the connection
             self._tail = AIOKafkaConsumer(
-                **self._opts, enable_auto_commit=False, auto_offset_reset="earliest",
+                **self._opts, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=20,
                 max_partition_fetch_bytes=MAX_RECORD_BYTES, fetch_max_bytes=MAX_RECORD_BYTES)
             await self._tail.start()
         return self._tail
@@ -242,11 +287,14 @@ class KafkaIO:
             consumer = await self._tail_consumer()
             if topic not in self._tail_at:
                 consumer.assign([*consumer.assignment(), tp])
+                consumer.pause(tp)
                 consumer.seek(tp, 0)
                 self._tail_at[topic] = 0
             end = int((await consumer.end_offsets([tp]))[tp])
             out: list[Any] = []
             start = self._tail_at[topic]
+            if start < end:
+                consumer.resume(tp)
             try:
                 while self._tail_at[topic] < end:
                     got = await consumer.getmany(tp, timeout_ms=1000, max_records=FETCH_RECORDS)
@@ -256,6 +304,8 @@ class KafkaIO:
                 consumer.seek(tp, start)
                 self._tail_at[topic] = start
                 raise
+            finally:
+                consumer.pause(tp)
             if self._tail_at[topic] > end:  # read past `end` within a fetch: keep reading there
                 consumer.seek(tp, end)
                 self._tail_at[topic] = end
@@ -302,12 +352,17 @@ class KafkaIO:
             self.run(consumer.stop())
 
     def close(self) -> None:
-        if self._tail is not None:
-            try:
-                self.run(asyncio.wait_for(self._tail.stop(), CLOSE_TIMEOUT))
-            except (LogError, TimeoutError):
-                pass
-            self._tail = None
+        """Stop the clients; records handed over but not flushed may be dropped (never confirmed)."""
+        if self._sender_task is not None:
+            self._loop.call_soon_threadsafe(self._sender_task.cancel)
+        for client in (self._tail, self._admin_client):
+            if client is not None:
+                try:
+                    stop = client.stop() if isinstance(client, AIOKafkaConsumer) else client.close()
+                    self.run(asyncio.wait_for(stop, CLOSE_TIMEOUT))
+                except (LogError, TimeoutError):
+                    pass
+        self._tail = self._admin_client = None
         if self._producer is not None:
             try:
                 self.run(asyncio.wait_for(self._producer.stop(), CLOSE_TIMEOUT))
