@@ -160,13 +160,12 @@ def test_oversized_change_stops_capture_with_table_and_lsn(kafka_broker, source_
     assert confirmed  # the slot still holds the big change: raising the limit loses nothing
 
 
-@pytest.mark.slow
-def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
-    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY, txn integer, part integer)")
-    use_kafka(write_config(workdir, source_dsn), private_kafka.bootstrap)
-    cli(workdir, "start", "--set-replica-identity")
+def capture_under_traffic(workdir: Path, source_dsn: str, disrupt) -> tuple[list[int], str]:  # type: ignore[no-untyped-def]
+    """Run the daemon while one connection commits 3-row transactions (id = txn * 10 + part), call
+    `disrupt()` after 4 s, then stop both: the transactions committed, in order, and the daemon's
+    stderr (it must have exited 0 on SIGTERM)."""
     daemon = spawn(workdir, "capture")
-    wait_running(workdir, daemon)  # the outage is under capture, not during the daemon's start
+    wait_running(workdir, daemon)  # the disruption hits capture, not the daemon's start
     committed: list[int] = []
     stop_writing = threading.Event()
 
@@ -185,18 +184,31 @@ def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
     try:
         thread.start()
         time.sleep(4)
-        private_kafka.stop()
-        time.sleep(10)
-        private_kafka.start()
-        time.sleep(8)
+        disrupt()
         stop_writing.set()
         thread.join(30)
         assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
     finally:
         stop_writing.set()
         daemon.send_signal(signal.SIGTERM)
-        out, err = daemon.communicate(timeout=120)
+        _, err = daemon.communicate(timeout=120)
     assert daemon.returncode == 0, err
+    return committed, err
+
+
+@pytest.mark.slow
+def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
+    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY, txn integer, part integer)")
+    use_kafka(write_config(workdir, source_dsn), private_kafka.bootstrap)
+    cli(workdir, "start", "--set-replica-identity")
+
+    def outage() -> None:
+        private_kafka.stop()
+        time.sleep(10)
+        private_kafka.start()
+        time.sleep(8)
+
+    committed, err = capture_under_traffic(workdir, source_dsn, outage)
     assert "change log unavailable" in err  # the daemon saw the outage and waited
     cli(workdir, "capture", "--until", "current")
     got = logged(workdir)

@@ -6,12 +6,9 @@ past: the log holds every committed transaction once, and replay equals producti
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
 import time
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -20,9 +17,9 @@ from pgcarry.changelog.kafka_io import KafkaIO
 from pgcarry.errors import LogError
 from pgcarry.playground.localkafka import LocalKafka
 from pgcarry.schemas.config import KafkaConfig
-from tests.helpers import cli, execute, query, spawn, wait_running, write_config
+from tests.helpers import cli, execute, query, write_config
 from tests.kafka_fixture import _local_broker, new_topic, use_kafka
-from tests.test_kafka_capture import logged
+from tests.test_kafka_capture import capture_under_traffic, logged
 
 pytestmark = pytest.mark.kafka
 
@@ -72,40 +69,14 @@ def test_leader_killed_during_capture_loses_nothing_confirmed(cluster, source_ds
     topic = new_topic()
     use_kafka(write_config(workdir, source_dsn), cluster.bootstrap, topic, single=False)
     cli(workdir, "start", "--set-replica-identity", "--copy-to", target_dsn)
-    daemon = spawn(workdir, "capture")
-    committed: list[int] = []
-    stop = threading.Event()
+    confirmed_before: list = []
 
-    def writer() -> None:
-        with psycopg.connect(source_dsn, autocommit=True) as conn:
-            txn = 0
-            while not stop.is_set():
-                txn += 1
-                with conn.transaction():
-                    for part in range(3):
-                        conn.execute("INSERT INTO t VALUES (%s, %s, %s)", (txn * 10 + part, txn, part))
-                    if txn % 7 == 0:
-                        conn.execute("UPDATE t SET part = part + 100 WHERE id = %s", ((txn - 3) * 10,))
-                committed.append(txn)
-                time.sleep(0.01)
-
-    thread = threading.Thread(target=writer)
-    try:
-        wait_running(workdir, daemon)
-        thread.start()
-        time.sleep(3)
-        leader = _leader(cluster.bootstrap, topic)
-        confirmed_before = query(source_dsn, "SELECT confirmed_flush_lsn FROM pg_replication_slots")
-        cluster.stop_node(leader - 1, kill=True)  # the partition leader, mid-stream
+    def kill_leader() -> None:
+        confirmed_before.extend(query(source_dsn, "SELECT confirmed_flush_lsn FROM pg_replication_slots"))
+        cluster.stop_node(_leader(cluster.bootstrap, topic) - 1, kill=True)  # mid-stream
         time.sleep(8)
-        stop.set()
-        thread.join(30)
-        assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
-    finally:
-        stop.set()
-        daemon.send_signal(signal.SIGTERM)
-        _, err = daemon.communicate(timeout=120)
-    assert daemon.returncode == 0, err
+
+    committed, _ = capture_under_traffic(workdir, source_dsn, kill_leader)
     assert query(source_dsn, "SELECT confirmed_flush_lsn > %s FROM pg_replication_slots",
                  (confirmed_before[0][0],)) == [(True,)]  # capture went on without the dead node
     cli(workdir, "capture", "--until", "current")
