@@ -2,7 +2,7 @@
 into Kafka logs on a local broker (`make kafka` fetches its jars), one with the producer's zstd
 compression and one without. Printed per log: the drain's time against pg_recvlogical and the
 SQLite log, the topic's bytes per change on the broker's disk (the partition's log segment files),
-and how long `pgcarry status` takes at that size."""
+and how long `pgcarry status` takes at that size against a full read of the changes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgcarry.changelog.kafka import KafkaLog
 from pgcarry.playground.localkafka import LocalKafka, kafka_libs
+from pgcarry.schemas.config import KafkaConfig
 
 COMPRESSIONS = ("zstd", "none")
 
@@ -63,12 +65,27 @@ def drain(bench: KafkaBench, endpos: str, rows: int, t_recv: float, t_sqlite: fl
             status = json.loads(_pgcarry(work, "status", "--offline", "--json"))
             t_status = time.perf_counter() - t0
             assert sum(c["insert"] for c in status["tables"].values()) == rows, status
+            t_summary, t_full = _reads(bench.broker, f"pgcarry_kafka_{codec}", rows)
             print(f"pgcarry capture (Kafka log, {codec}): {took:.2f}s; ratio to pg_recvlogical "
                   f"{took / t_recv:.2f} (target <= 1.5), to the SQLite log {took / t_sqlite:.2f}")
-            print(f"  topic on the broker's disk: {size} bytes, {size / rows:.0f} bytes per change; "
-                  f"`pgcarry status` {t_status:.2f}s (a new process)")
+            print(f"  topic on the broker's disk: {size} bytes, {size / rows:.0f} bytes per change")
+            print(f"  `pgcarry status --offline` {t_status:.2f}s as a new process; in process: open + "
+                  f"summary() {t_summary:.2f}s (counts snapshot), a full read of the changes {t_full:.2f}s")
     finally:
         bench.broker.destroy()
+
+
+def _reads(broker: LocalKafka, slot: str, rows: int) -> tuple[float, float]:
+    """Seconds to open the log and get status's counts, and to read every change (what replay does)."""
+    cfg = KafkaConfig(bootstrap_servers=broker.bootstrap, single_broker=True)
+    t0 = time.perf_counter()
+    with KafkaLog(cfg, slot=slot, readonly=True) as log:
+        assert sum(c["insert"] for c in log.summary().tables.values()) == rows
+    t_summary = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with KafkaLog(cfg, slot=slot, readonly=True) as log:
+        assert sum(1 for _ in log.raw_changes()) == rows
+    return t_summary, time.perf_counter() - t0
 
 
 def _pgcarry(work: Path, *args: str) -> str:
