@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ BUFFER_BYTES = 1 << 20
 RECORD_OVERHEAD = 1024  # bytes a chunk of one change adds to it (batch, headers, msgpack)
 SMALL_TXN = 2000  # transactions up to this size are read into a list, larger ones lazily
 SYNC_WAIT = 5.0  # seconds sync() waits for acknowledgements before it reports the broker away
+SNAPSHOT_EVERY = 60.0  # seconds between counts snapshots (status reads the records after the last)
+# the state topic rolls a segment an hour, so compaction keeps it to its live keys (lease beats
+# and snapshots would otherwise pile up in the active segment for a week)
+STATE_TOPIC = {"cleanup.policy": "compact", "segment.ms": str(3600_000)}
 SUMMARY, FORMAT_KEY = "summary", "format"
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,7 @@ class KafkaLog(ChangeLog):
         self.max_buffered_bytes = 0  # the writer's high-water mark, for tests and metrics
         self._pending_commit: Lsn | None = None
         self._durable: Lsn | None = None
+        self._snapshot_at = time.monotonic()
         self._check_format(create)
         if not readonly:
             self._durable = self._accounting().last_lsn()
@@ -113,7 +119,7 @@ class KafkaLog(ChangeLog):
             )
         common = {"min.insync.replicas": str(cfg.min_insync_replicas), "max.message.bytes": str(MAX_RECORD_BYTES)}
         for name in missing:
-            policy = {"cleanup.policy": "compact"} if name == self.state_topic else {
+            policy = STATE_TOPIC if name == self.state_topic else {
                 "cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
             self._io.create_topic(name, cfg.replication_factor or 1, {**common, **policy})
             self._check_topic(cfg, name)
@@ -202,6 +208,7 @@ class KafkaLog(ChangeLog):
         offset = self._io.end_offset(self.topic)  # after a flush: everything before it is ours
         acct.scanned = offset
         self.set_state(SUMMARY, acct.snapshot(offset, in_flight))
+        self._snapshot_at = time.monotonic()
 
     def _accounting(self) -> Index:
         """The counting index: seeded from the snapshot, then (a reader, or a writer before its
@@ -314,8 +321,10 @@ class KafkaLog(ChangeLog):
             return self._durable
         self._send()
         self._io.flush(SYNC_WAIT)  # acks=all for every record handed over, or LogUnavailableError
-        if self._lease is not None and self._lease.renew():  # ours still, or WriterFencedError
-            self._snapshot()
+        if self._lease is not None:
+            self._lease.renew()  # ours still, or WriterFencedError: nothing more is confirmed
+            if time.monotonic() - self._snapshot_at >= SNAPSHOT_EVERY:
+                self._snapshot()
         if self._pending_commit is not None:
             self._durable = max(self._durable or self._pending_commit, self._pending_commit)
             self._pending_commit = None
