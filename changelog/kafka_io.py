@@ -82,6 +82,8 @@ class KafkaIO:
         try:
             return fut.result(timeout)
         except TimeoutError:
+            if timeout is None:  # a time limit of the coroutine's own: its caller says what it was
+                raise
             fut.cancel()
             raise LogUnavailableError(f"kafka did not answer in {timeout:.0f}s", bootstrap=self.bootstrap) from None
         except (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError) as e:
