@@ -7,6 +7,7 @@ and how long `pgcarry status` takes at that size against a full read of the chan
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -56,9 +57,9 @@ def topic_bytes(broker: LocalKafka, slot: str) -> int:
 def drain(bench: KafkaBench, endpos: str, rows: int, t_recv: float, t_sqlite: float) -> None:
     try:
         for codec, work in bench.works.items():
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_seconds(bench.broker)
             out = json.loads(_pgcarry(work, "capture", "--until", endpos, "--json"))
-            took = time.perf_counter() - t0
+            took, broker_cpu = time.perf_counter() - t0, _cpu_seconds(bench.broker) - cpu0
             assert out["changes"] == rows, out
             size = topic_bytes(bench.broker, f"pgcarry_kafka_{codec}")
             t0 = time.perf_counter()
@@ -68,11 +69,20 @@ def drain(bench: KafkaBench, endpos: str, rows: int, t_recv: float, t_sqlite: fl
             t_summary, t_full = _reads(bench.broker, f"pgcarry_kafka_{codec}", rows)
             print(f"pgcarry capture (Kafka log, {codec}): {took:.2f}s; ratio to pg_recvlogical "
                   f"{took / t_recv:.2f} (target <= 1.5), to the SQLite log {took / t_sqlite:.2f}")
-            print(f"  topic on the broker's disk: {size} bytes, {size / rows:.0f} bytes per change")
+            print(f"  topic on the broker's disk: {size} bytes, {size / rows:.0f} bytes per change; the "
+                  f"broker's JVM used {broker_cpu:.2f}s of CPU during the drain (the same 2 cores)")
             print(f"  `pgcarry status --offline` {t_status:.2f}s as a new process; in process: open + "
                   f"summary() {t_summary:.2f}s (counts snapshot), a full read of the changes {t_full:.2f}s")
     finally:
         bench.broker.destroy()
+
+
+def _cpu_seconds(broker: LocalKafka) -> float:
+    """User + system CPU the broker's process has used so far (Linux /proc)."""
+    proc = broker._procs[0]
+    assert proc is not None
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _reads(broker: LocalKafka, slot: str, rows: int) -> tuple[float, float]:

@@ -37,11 +37,11 @@ Record = tuple[bytes | None, bytes, Headers]  # key, value, headers
 
 MAX_RECORD_BYTES = 64 << 20  # a wal2json change with large TOASTed values fits
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 4 << 20  # one produce request carries up to this much (one in flight per partition)
 FETCH_RECORDS = 2000
 CLOSE_TIMEOUT = 15.0
 READ_STALL = 60.0  # seconds without progress before a read gives up
-SEND_QUEUE = 2  # record lists (~1 MiB each) waiting for the producer
+SEND_QUEUE = 4  # record lists (~1 MiB each) waiting for the producer
 ANSWER_WAIT = 10.0  # seconds an end offset or the state topic's tail may take (else: unavailable)
 _SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
 
@@ -171,17 +171,23 @@ class KafkaIO:
 
     async def _sender(self) -> None:
         """The one task that batches the log's records, in the order they were handed over."""
-        assert self._queue is not None
+        queue = self._queue
+        assert queue is not None
         while True:
-            topic, records, labels = await self._queue.get()
+            items = [await queue.get()]
+            while not queue.empty() and queue._queue[0][0] == items[0][0]:  # type: ignore[attr-defined]
+                items.append(queue.get_nowait())  # what queued up meanwhile goes in the same batch
+            records = [r for _, rs, _ in items for r in rs]
+            labels = [x for _, _, ls in items for x in ls]
             try:
-                await self._send(topic, records, labels)
+                await self._send(items[0][0], records, labels)
             except Exception as e:  # noqa: BLE001 - reported by the next flush()
                 if self.error is None:
                     self.error, self.error_label = e, next((x for x in labels if x), None)
             finally:
-                self._slots.release()
-                self._queue.task_done()
+                for _ in items:
+                    self._slots.release()
+                    queue.task_done()
 
     async def _send(self, topic: str, records: list[Record], labels: list[str | None]) -> list[Any]:
         producer = await self._started_producer()
