@@ -89,9 +89,13 @@ class KafkaLog(ChangeLog):
         self._pending_commit: Lsn | None = None
         self._durable: Lsn | None = None
         self._snapshot_at = time.monotonic()
-        self._check_format(create)
-        if not readonly:
-            self._durable = self._accounting().last_lsn()
+        try:
+            self._check_format(create)
+            if not readonly:
+                self._durable = self._accounting().last_lsn()
+        except BaseException:
+            self._io.close()
+            raise
 
     # -- topics --------------------------------------------------------------------------------
     def _ensure_topics(self, cfg: KafkaConfig, create: bool) -> None:
