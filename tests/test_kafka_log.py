@@ -390,3 +390,14 @@ def test_change_larger_than_the_topic_allows_is_fatal_with_table_and_lsn(kafka_b
         assert log.sync() == Lsn(0x1000)
     with KafkaLog(cfg, slot="s", readonly=True) as reader:
         assert [t.commit_lsn for t in reader.transactions()] == [Lsn(0x1000)]
+
+
+def test_topic_of_the_previous_record_format_is_refused(kafka_broker):
+    """A log written by record format 1 (one record per change, no `format` state) is never misread."""
+    cfg = kafka_config(kafka_broker.bootstrap)
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        log.set_state("format", None)  # as format 1 left it: a manifest and no format
+        log.set_state("manifest", {"slot": "s"})
+    for readonly in (True, False):
+        with pytest.raises(LogError, match=r"holds Kafka log format 1, this pgcarry reads 2 .*take a new T0"):
+            KafkaLog(cfg, slot="s", readonly=readonly)
