@@ -86,6 +86,7 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str,
             "first_commit_time": summary.first_commit_time,
             "last_commit_time": summary.last_commit_time,
             "last_commit_lsn": str(summary.last_commit_lsn) if summary.last_commit_lsn else None,
+            "holes": [{"commit_lsn": str(lsn), "read": seen, "n": n} for lsn, seen, n in summary.holes],
         },
         "daemon": {"running": False, "pid": None},
         "tables": dict(sorted(summary.tables.items())),
@@ -105,9 +106,15 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str,
     out["unsafe"] = unsafe_lines(changelog)
     out["warnings"] += [f"NOT REPLAYABLE EXACTLY: {line} -- replay refuses this table" for line in out["unsafe"]]
     out["partitions_learned"] = changelog.get_state(LEARNED_PARTITIONS) or {}
-    pid = changelog.lock().held_by_other()
-    if pid is not None:
-        out["daemon"] = {"running": True, "pid": pid}
+    for lsn, seen, n in summary.holes:
+        out["warnings"].append(f"INCOMPLETE COPY: the transaction committed at {lsn} has {seen} of its {n} "
+                               "changes in the log; it is not read until capture re-sends it whole")
+    failed = changelog.get_state("capture_error")
+    if failed:
+        out["warnings"].append(f"CAPTURE STOPPED: {failed['error']}")
+    writer = changelog.active_writer()
+    if writer is not None:
+        out["daemon"] = {"running": True, "pid": writer["pid"], "host": writer["host"]}
     if manifest is not None:
         for rel in manifest.tables:
             out["tables"].setdefault(rel, {"insert": 0, "update": 0, "delete": 0, "truncate": 0})

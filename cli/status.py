@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"transactions  {lg['transactions']}  (first {lg['first_commit_time'] or '-'}, "
               f"last {lg['last_commit_time'] or '-'}, last commit LSN {lg['last_commit_lsn'] or '-'})")
         print(f"log size      {_human(lg['size_bytes'])}")
-        print(f"daemon        {'running, pid ' + str(d['pid']) if d['running'] else 'not running'}")
+        running = f"running, pid {d['pid']} on {d['host']}" if d["running"] else "not running"
+        print(f"daemon        {running}")
         if s and s.get("exists"):
             print(f"slot          {s['name']}: {'active' if s['active'] else 'inactive'}, "
                   f"wal_status {s['wal_status']}, confirmed_flush_lsn {s['confirmed_flush_lsn']}")
