@@ -28,12 +28,22 @@ def _human(n: int | None) -> str:
     return str(n)
 
 
+def _storage(lg: dict[str, object]) -> str:
+    text = f"{_human(lg['size_bytes'])} on disk"  # type: ignore[arg-type]
+    if lg["bytes_per_change"] is not None:
+        text += f", {lg['bytes_per_change']:.0f} B per change"
+    if lg["compression_ratio"] is not None:
+        text += f", {lg['compression_ratio']:.1f}x smaller than uncompressed"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     """Show what was captured, the slot's state and the daemon's health."""
     cfg = load_config(args, {"source": {"dsn": args.source}})
     with log_for(cfg, readonly=True) as changelog:
         out = status(changelog, None if args.offline else cfg.source.dsn, cfg.source.slot)
     lost = bool(out.get("slot") and out["slot"].get("lost")) or bool(out.get("incomplete"))
+    lost = lost or bool(out["damaged"])
     if args.json:
         print_json(out)
     else:
@@ -43,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"transactions  {lg['transactions']}  (first {lg['first_commit_time'] or '-'}, "
               f"last {lg['last_commit_time'] or '-'}, last commit LSN {lg['last_commit_lsn'] or '-'})")
-        print(f"log size      {_human(lg['size_bytes'])}")
+        print(f"log size      {_storage(lg)}")
         print(f"daemon        {'running, pid ' + str(d['pid']) if d['running'] else 'not running'}")
         if s and s.get("exists"):
             print(f"slot          {s['name']}: {'active' if s['active'] else 'inactive'}, "

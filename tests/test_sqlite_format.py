@@ -1,0 +1,175 @@
+"""The SQLite log's compact format: any batching of any transactions reads back byte for byte, a
+damaged chunk is never read as changes, and a log of another format is refused, never misread."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pgcarry.changelog import sqlite as sqlite_mod
+from pgcarry.changelog.sqlite import SQLiteLog
+from pgcarry.errors import LogError
+from pgcarry.schemas.change import Change
+from pgcarry.schemas.lsn import Lsn
+
+# any text wal2json could send (it is UTF-8: no lone surrogates), and names that need quoting
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
+_name = st.sampled_from(["t", "T y", 'we"ird', "한국어", "a.b,c"])
+_change = st.tuples(st.sampled_from("IUDT"), _name, _name, _text)
+_txn = st.tuples(st.lists(_change, max_size=12), st.booleans())  # (changes, sync in the middle)
+
+
+def _write(log: SQLiteLog, i: int, changes: list, sync_mid: bool, *, commit: bool = True) -> None:
+    log.begin(i, Lsn(1000 * (i + 1)))
+    for seq, (action, schema, table, raw) in enumerate(changes):
+        log.append(Change(seq, Lsn(1000 * i + 1 + seq * (-1) ** i % 900), action, schema, table, raw))
+        if sync_mid and seq == len(changes) // 2:
+            log.sync()
+    if commit:
+        log.commit(f"2026-01-01 00:00:00.{i:06d}+00")
+
+
+def _expected(txns: list) -> list:
+    out = []
+    for i, (changes, _) in enumerate(txns):
+        if changes:
+            lsn = lambda seq: 1000 * i + 1 + seq * (-1) ** i % 900  # noqa: E731
+            out.append((i, 1000 * (i + 1), [(seq, lsn(seq), *c) for seq, c in enumerate(changes)]))
+    return out
+
+
+_ONE = [("I", "public", "t", "{}")]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(txns=st.lists(_txn, min_size=1, max_size=25), crash_at=st.integers(0, 30),
+       batch=st.sampled_from([1, 3, 7, 2000]))
+# the crash inside a transaction that shares its group commit with complete ones
+@example(txns=[(_ONE, False), (_ONE, False), (_ONE * 3, False)], crash_at=2, batch=2000)
+def test_any_batching_and_crash_reads_back_byte_for_byte(monkeypatch, txns, crash_at, batch):
+    monkeypatch.setattr(sqlite_mod, "BATCH_ROWS", batch)
+    monkeypatch.setattr(sqlite_mod, "SMALL_TXN", 4)  # larger transactions come as lazy iterators
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "log.db"
+        log = SQLiteLog(path, create=True)
+        for i, (changes, sync_mid) in enumerate(txns):
+            if i == crash_at:  # the daemon dies inside this transaction, after a group commit
+                _write(log, i, changes, True, commit=False)
+                log.sync()
+                log.close()
+                log = SQLiteLog(path)
+                for j in range(i):  # the slot re-sends from before: stored once
+                    assert log.begin(j, Lsn(1000 * (j + 1))) is not bool(txns[j][0])
+                    log.commit(None)
+            _write(log, i, changes, sync_mid)
+            if i % 3 == 0:
+                log.sync()
+        log.sync()
+        log.close()
+
+        log = SQLiteLog(path, readonly=True)
+        log.check_integrity()
+        got = [(t.xid, t.commit_lsn.value, [(c.seq, c.lsn.value, c.action, c.schema, c.table, c.raw)
+                                            for c in t.changes]) for t in log.transactions()]
+        assert got == _expected(txns)
+        flat = [(commit, lsn, a, s, t, raw) for _, commit, cs in got for _, lsn, a, s, t, raw in cs]
+        assert list(log.raw_changes()) == flat
+        after = Lsn(1000 * (len(txns) // 2 + 1))
+        assert list(log.raw_changes(after)) == [r for r in flat if r[0] > after.value]
+        assert sum(sum(c.values()) for c in log.summary().tables.values()) == len(flat)
+        log.close()
+
+
+def _two_txns(path: Path) -> None:
+    log = SQLiteLog(path, create=True)
+    for i in range(2):
+        _write(log, i, [("I", "public", "t", json.dumps({"i": i, "pad": "x" * 500 * (k + 1)}))
+                        for k in range(3)], False)
+        log.sync()
+    log.close()
+
+
+def _edit(path: Path, sql: str) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(sql)
+    db.close()
+
+
+def test_damaged_chunk_is_never_read(tmp_path):
+    path = tmp_path / "log.db"
+    _two_txns(path)
+    _edit(path, "UPDATE chunks SET data = CAST(substr(data, 1, 30) || x'00ff00ff' || substr(data, 35) "
+                "AS BLOB) WHERE id = 2")
+    log = SQLiteLog(path, readonly=True)
+    with pytest.raises(LogError, match="is damaged: chunk 2: .*checksum"):
+        log.check_integrity()
+    with pytest.raises(LogError, match="is damaged: chunk 2"):
+        list(log.raw_changes())
+    assert [r[0] for r in log.raw_changes(after=Lsn(2000))] == []  # chunk 2 is never opened
+    with pytest.raises(LogError, match="is damaged: chunk 2"):
+        [list(t.changes) for t in log.transactions()]
+    log.close()
+
+    _edit(path, "DELETE FROM chunks WHERE id = 2")  # a chunk gone without a trace
+    log = SQLiteLog(path, readonly=True)
+    with pytest.raises(LogError, match="is damaged: 6 changes committed, 3 stored"):
+        log.check_integrity()
+    with pytest.raises(LogError, match="commit LSN 0/7D0 has 3 changes, 0 found"):
+        list(log.raw_changes())
+    log.close()
+
+
+# the format-1 layout, as pgcarry wrote it before the compact log (one row per change)
+_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE txns (id INTEGER PRIMARY KEY, xid INTEGER NOT NULL, commit_lsn INTEGER NOT NULL UNIQUE,
+    complete INTEGER NOT NULL DEFAULT 0, commit_time TEXT, n_changes INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE changes (txn INTEGER NOT NULL, seq INTEGER NOT NULL, lsn INTEGER NOT NULL,
+    action TEXT NOT NULL, schema_name TEXT NOT NULL, table_name TEXT NOT NULL, raw TEXT NOT NULL,
+    PRIMARY KEY (txn, seq)) WITHOUT ROWID;
+CREATE TABLE counts (relation TEXT NOT NULL, action TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (relation, action)) WITHOUT ROWID;
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO txns VALUES (1, 7, 4096, 1, '2026-01-01 00:00:00+00', 1);
+INSERT INTO changes VALUES (1, 0, 4000, 'I', 'public', 't', '{"action":"I"}');
+INSERT INTO counts VALUES ('public.t', 'insert', 1);
+"""
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_format_1_log_is_refused_with_what_to_do(tmp_path, readonly):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(_V1)
+    db.close()
+    tables = "SELECT group_concat(name) FROM sqlite_master"
+    before = sqlite3.connect(path).execute(tables).fetchone()
+    with pytest.raises(LogError) as e:
+        SQLiteLog(path, readonly=readonly)
+    assert e.value.exit_code == 3
+    assert "has format 1 (one row per change" in e.value.message
+    assert f"this pgcarry reads format {sqlite_mod.SCHEMA_VERSION} only" in e.value.message
+    assert "with the pgcarry version that started it, or take a new T0" in (e.value.hint or "")
+    assert sqlite3.connect(path).execute(tables).fetchone() == before  # nothing created in it
+
+
+def test_newer_format_is_refused_and_format_1_readers_cannot_misread_format_2(tmp_path):
+    path = tmp_path / "log.db"
+    _two_txns(path)
+    db = sqlite3.connect(path)
+    # what format 1's reader ran: a format-2 file has no `changes` table, so it fails, never reads 0 rows
+    with pytest.raises(sqlite3.OperationalError, match="no such table: changes"):
+        db.execute("SELECT t.commit_lsn, c.raw FROM txns t JOIN changes c ON c.txn = t.id").fetchall()
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    for readonly in (True, False):
+        with pytest.raises(LogError, match="has format 3, this pgcarry reads format 2"):
+            SQLiteLog(path, readonly=readonly)
