@@ -7,8 +7,8 @@ each change comes back exactly as it was stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import accumulate
 from typing import Any
 
@@ -80,24 +80,27 @@ def decompress(data: bytes, decompressor: zstandard.ZstdDecompressor) -> bytes:
 class Decoded:
     """One decompressed chunk: its segments and the columns of its changes."""
 
-    __slots__ = ("segments", "lsns", "actions", "rels", "relations", "raws")
-
     def __init__(self, data: bytes, n: int, decompressor: zstandard.ZstdDecompressor) -> None:
         payload = decompress(data, decompressor)
         try:
-            flat, deltas, self.actions, self.rels, relations, self.raws = msgspec.msgpack.decode(payload)
-        except (msgspec.DecodeError, TypeError, ValueError) as e:
+            flat, deltas, self.actions, rels, relations, self.raws = msgspec.msgpack.decode(payload)
+            self.lsns = list(accumulate(deltas))
+            self.schemas = [relations[r][0] for r in rels]
+            self.tables = [relations[r][1] for r in rels]
+        except (msgspec.DecodeError, TypeError, ValueError, IndexError) as e:
             raise ChunkError(str(e) or type(e).__name__) from None
-        self.lsns = list(accumulate(deltas))
-        self.relations = [tuple(r) for r in relations]
-        self.segments = [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
-        if not (len(self.raws) == len(self.lsns) == len(self.actions) == len(self.rels) == n
-                == sum(s[2] for s in self.segments)):
+        self.spans: list[tuple[int, int, int, int]] = []  # (txn id, first seq, start, stop)
+        start = 0
+        for i in range(0, len(flat), 3):
+            txn, seq, count = flat[i:i + 3]
+            self.spans.append((txn, seq, start, start + count))
+            start += count
+        if not (len(self.raws) == len(self.lsns) == len(self.actions) == start == n):
             raise ChunkError(f"holds {len(self.raws)} changes, the log says {n}")
 
-    def spans(self) -> Iterator[tuple[int, int, int, int]]:
-        """(txn id, first seq, start, stop) of each segment, start/stop indexing the columns."""
-        start = 0
-        for txn, seq, count in self.segments:
-            yield txn, seq, start, start + count
-            start += count
+    @cached_property
+    def by_txn(self) -> dict[int, list[tuple[int, int, int, int]]]:
+        out: dict[int, list[tuple[int, int, int, int]]] = {}
+        for span in self.spans:
+            out.setdefault(span[0], []).append(span)
+        return out

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import zstandard
 
 from pgcarry.changelog import chunk
 from pgcarry.changelog.base import ChangeLog, LogSummary, RawChange
+from pgcarry.changelog.chunk_reader import DAMAGED_HINT as _DAMAGED_HINT
+from pgcarry.changelog.chunk_reader import ChunkReader
 from pgcarry.errors import LogError, LogFullError
 from pgcarry.schemas.change import ACTION_NAMES, Change, Transaction
 from pgcarry.schemas.lsn import Lsn
@@ -85,9 +87,6 @@ def _create_private(path: Path) -> None:
         path.parent.mkdir(parents=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
-
-
-_DAMAGED_HINT = "nothing was applied; restore the log file from a copy, or take a new T0"
 
 
 def _version_error(path: Path, found: Any) -> LogError:
@@ -309,28 +308,17 @@ class SQLiteLog(ChangeLog):
 
     def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
         with self._reading() as reader:
-            cache = _ChunkCache(reader, self.path)
+            chunks = ChunkReader(reader, self.path)
             for t in reader.execute(_COMPLETE, (_floor(after),)):
-                changes = self._txn_changes(cache, t)
+                changes = chunks.changes(t)
                 yield Transaction(t[1], Lsn(t[2]), t[3], t[4],
                                   list(changes) if t[4] <= SMALL_TXN else changes)
-
-    @staticmethod
-    def _txn_changes(cache: _ChunkCache, t: tuple[Any, ...]) -> Iterator[Change]:
-        for _, dec, start, stop, seq in cache.segments(iter((t,))):
-            lsns, actions, rels, relations, raws = dec.lsns, dec.actions, dec.rels, dec.relations, dec.raws
-            for i in range(start, stop):
-                yield Change(seq + i - start, Lsn(lsns[i]), actions[i], *relations[rels[i]], raws[i])
 
     def raw_changes(self, after: Lsn | None = None) -> Iterator[RawChange]:
         """One pass over the chunks in one snapshot: (commit LSN, LSN, action, schema, table, raw)."""
         with self._reading() as reader:
-            cache = _ChunkCache(reader, self.path)
-            for t, dec, start, stop, _ in cache.segments(reader.execute(_COMPLETE, (_floor(after),))):
-                commit, lsns, actions, rels, relations, raws = (
-                    t[2], dec.lsns, dec.actions, dec.rels, dec.relations, dec.raws)
-                for i in range(start, stop):
-                    yield (commit, lsns[i], actions[i], *relations[rels[i]], raws[i])
+            yield from ChunkReader(reader, self.path).raw_changes(
+                reader.execute(_COMPLETE, (_floor(after),)))
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -401,62 +389,3 @@ _COMPLETE = ("SELECT id, xid, commit_lsn, commit_time, n_changes FROM txns "
 
 def _floor(after: Lsn | None) -> int:
     return after.value if after is not None else -1
-
-
-class _ChunkCache:
-    """Reads chunks in stream order for a reader connection; the last one decoded is kept, so
-    the many small transactions of one chunk decompress it once."""
-
-    def __init__(self, reader: sqlite3.Connection, path: Path) -> None:
-        self.reader, self.path = reader, path
-        self._decompressor = zstandard.ZstdDecompressor()
-        self._id = -1
-        self._dec: chunk.Decoded | None = None
-
-    def _decoded(self, cid: int, n: int) -> chunk.Decoded:
-        if cid != self._id or self._dec is None:
-            (data,) = self.reader.execute("SELECT CAST(data AS BLOB) FROM chunks WHERE id = ?", (cid,)).fetchone()
-            try:
-                self._dec = chunk.Decoded(data, n, self._decompressor)
-            except chunk.ChunkError as e:
-                raise LogError(f"change log {self.path} is damaged: chunk {cid}: {e}",
-                               hint=_DAMAGED_HINT) from None
-            self._id = cid
-        assert self._dec is not None
-        return self._dec
-
-    def segments(self, txns: Iterable[tuple[Any, ...]]
-                 ) -> Iterator[tuple[tuple[Any, ...], chunk.Decoded, int, int, int]]:
-        """(txn row, chunk, start, stop, first seq) of every segment of `txns` (rows of _COMPLETE,
-        by id), in order; each transaction must come whole (seqs 0..n-1), or the log is damaged."""
-        it = iter(txns)
-        t = next(it, None)
-        if t is None:
-            return
-        seen = 0
-        first = self.reader.execute(
-            "SELECT id FROM chunks WHERE last_txn >= ? ORDER BY last_txn, id LIMIT 1", (t[0],)).fetchone()
-        chunks = self.reader.execute(
-            "SELECT id, n FROM chunks WHERE id >= ? ORDER BY id", first) if first else ()
-        for cid, n in chunks:
-            dec = self._decoded(cid, n)
-            for txn, seq, start, stop in dec.spans():
-                while t is not None and txn > t[0]:
-                    self._whole(t, seen)
-                    t, seen = next(it, None), 0
-                if t is None:
-                    return
-                if txn < t[0]:
-                    continue  # before `after`, or an incomplete copy: never read
-                if seq != seen:
-                    self._whole(t, seen)
-                yield t, dec, start, stop, seq
-                seen += stop - start
-        while t is not None:
-            self._whole(t, seen)
-            t, seen = next(it, None), 0
-
-    def _whole(self, t: tuple[Any, ...], seen: int) -> None:
-        if seen != t[4]:
-            raise LogError(f"change log {self.path} is damaged: transaction at commit LSN "
-                           f"{Lsn(t[2])} has {t[4]} changes, {seen} found in order", hint=_DAMAGED_HINT)
