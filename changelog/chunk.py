@@ -1,12 +1,14 @@
 """Chunks: the SQLite log stores its changes in runs of consecutive changes compressed together.
 
 A chunk is msgpack columns (segments, LSN deltas, actions, relations, raw wal2json text) under zstd
-with its content checksum, so damaged or truncated bytes never decode into changes. The raw text of
-each change comes back exactly as it was stored.
+with its content checksum, so damaged or truncated bytes never decode into changes; the raw text of
+each change comes back exactly as it was stored. Once the log has seen enough changes, a zstd
+dictionary trained on them (stored in the log) keeps the small chunks of a slow stream small too.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import accumulate
@@ -17,7 +19,13 @@ import zstandard
 
 LEVEL = 3  # zstd's default: as small as level 1 on these documents, and the work runs on a thread
 
+DICT_SIZE = 64 << 10
+TRAIN_SAMPLES = 1000  # changes sampled for the dictionary (at most SAMPLES_PER_RELATION of each
+SAMPLES_PER_RELATION = 200  # relation), or what was sampled by TRAIN_AFTER changes
+TRAIN_AFTER = 5000
+
 Entry = tuple[int, int, int, str, str, str, str]  # txn id, seq, LSN, action, schema, table, raw
+Dictionary = tuple[int, bytes]  # id in the log's `dicts` table, zstd dictionary
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -34,6 +42,7 @@ class Packed:
     last_txn: int
     n: int
     raw_bytes: int  # uncompressed size
+    dict_id: int  # 0: none
     data: bytes
 
 
@@ -58,21 +67,60 @@ def _columns(entries: list[Entry]) -> list[Any]:
     return [segments, deltas, actions, rels, list(rel_ids), raws]
 
 
-def pack(entries: list[Entry], compressor: zstandard.ZstdCompressor) -> Packed:
-    """Encode and compress `entries` (stream order). zstd releases the GIL: call it on a thread."""
-    payload = _encode(_columns(entries))
-    data = compressor.compress(payload)
-    return Packed(entries[0][0], entries[-1][0], len(entries), len(payload), data)
+def _compressor(dictionary: bytes | None = None) -> zstandard.ZstdCompressor:
+    zdict = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+    return zstandard.ZstdCompressor(level=LEVEL, dict_data=zdict, write_checksum=True,
+                                    write_content_size=True)
 
 
-def compressor() -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=LEVEL, write_checksum=True, write_content_size=True)
+def decompressor(dictionary: bytes | None = None) -> zstandard.ZstdDecompressor:
+    return zstandard.ZstdDecompressor(zstandard.ZstdCompressionDict(dictionary) if dictionary else None)
 
 
-def decompress(data: bytes, decompressor: zstandard.ZstdDecompressor) -> bytes:
+class Packer:
+    """Encodes and compresses chunks; lives on the log's one worker thread (zstd releases the GIL,
+    so this overlaps with the daemon reading the stream)."""
+
+    def __init__(self, dictionary: Dictionary | None) -> None:
+        self.dict_id, self._zstd = (dictionary[0], _compressor(dictionary[1])) if dictionary \
+            else (0, _compressor())
+
+    def pack(self, entries: list[Entry]) -> Packed:
+        payload = _encode(_columns(entries))
+        data = self._zstd.compress(payload)
+        return Packed(entries[0][0], entries[-1][0], len(entries), len(payload), self.dict_id, data)
+
+    def train(self, dict_id: int, samples: list[bytes]) -> Dictionary | None:
+        """Train the dictionary every later chunk uses; None when zstd finds too little to learn."""
+        try:
+            data = zstandard.train_dictionary(DICT_SIZE, samples).as_bytes()
+        except zstandard.ZstdError:
+            return None
+        self.dict_id, self._zstd = dict_id, _compressor(data)
+        return dict_id, data
+
+
+class Sampler:
+    """Collects the changes a dictionary is trained on, spread over the relations."""
+
+    def __init__(self) -> None:
+        self.samples: list[bytes] = []
+        self._per_relation: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._seen = 0
+
+    def add(self, schema: str, table: str, raw: str) -> bool:
+        """True once there is enough to train on."""
+        self._seen += 1
+        if self._per_relation[schema, table] < SAMPLES_PER_RELATION:
+            self._per_relation[schema, table] += 1
+            self.samples.append(raw.encode())
+        return len(self.samples) >= TRAIN_SAMPLES or self._seen >= TRAIN_AFTER
+
+
+def decompress(data: bytes, zstd: zstandard.ZstdDecompressor) -> bytes:
     """The payload, after zstd checked the frame and its content checksum."""
     try:
-        return decompressor.decompress(data)
+        return zstd.decompress(data)
     except zstandard.ZstdError as e:
         raise ChunkError(str(e)) from None
 
@@ -80,8 +128,8 @@ def decompress(data: bytes, decompressor: zstandard.ZstdDecompressor) -> bytes:
 class Decoded:
     """One decompressed chunk: its segments and the columns of its changes."""
 
-    def __init__(self, data: bytes, n: int, decompressor: zstandard.ZstdDecompressor) -> None:
-        payload = decompress(data, decompressor)
+    def __init__(self, data: bytes, n: int, zstd: zstandard.ZstdDecompressor) -> None:
+        payload = decompress(data, zstd)
         try:
             flat, deltas, self.actions, rels, relations, self.raws = msgspec.msgpack.decode(payload)
             self.lsns = list(accumulate(deltas))

@@ -19,12 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from pgcarry.changelog import chunk
 from pgcarry.changelog.base import ChangeLog, LogSummary, RawChange
 from pgcarry.changelog.chunk_reader import DAMAGED_HINT as _DAMAGED_HINT
-from pgcarry.changelog.chunk_reader import ChunkReader
+from pgcarry.changelog.chunk_reader import ChunkReader, Dictionaries
 from pgcarry.errors import LogError, LogFullError
 from pgcarry.schemas.change import ACTION_NAMES, Change, Transaction
 from pgcarry.schemas.lsn import Lsn
@@ -51,8 +49,10 @@ CREATE TABLE IF NOT EXISTS chunks (
     last_txn INTEGER NOT NULL,
     n INTEGER NOT NULL,
     raw_bytes INTEGER NOT NULL,
+    dict INTEGER NOT NULL,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dicts (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_last_txn ON chunks (last_txn);
 CREATE TABLE IF NOT EXISTS counts (
     relation TEXT NOT NULL,
@@ -125,8 +125,10 @@ class SQLiteLog(ChangeLog):
         self._rows: list[chunk.Entry] = []
         self._chars = 0  # raw characters in _rows
         self._open_from: int | None = None  # where the open transaction starts in _rows
-        self._pending: deque[Future[chunk.Packed]] = deque()
+        self._pending: deque[Future[Any]] = deque()  # chunks and dictionaries, in order
         self._worker: ThreadPoolExecutor | None = None
+        self._packer: chunk.Packer | None = None  # made at the first write, from the stored state
+        self._sampler: chunk.Sampler | None = None  # until the dictionary is trained
         self._counts: dict[tuple[str, str, str], int] = defaultdict(int)
         self._n = 0
         self._in_write = False
@@ -170,6 +172,7 @@ class SQLiteLog(ChangeLog):
         self._in_write, self._rows, self._txn_id, self._skip = False, [], None, False
         self._chars, self._open_from = 0, None
         self._pending.clear()  # results not stored yet: dropped with the rest
+        self._packer = self._sampler = None  # back to what is stored
         self._open = self._pending_commit = None
         self._counts.clear()
         return LogFullError(f"cannot write the change log {self.path}: {e}",
@@ -190,20 +193,39 @@ class SQLiteLog(ChangeLog):
         self._rows, self._chars = [], 0
         self._open_from = None if cut is None else 0
         for part in [rows] if not cut else [p for p in (rows[:cut], rows[cut:]) if p]:
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(1, thread_name_prefix="pgcarry-chunks")
-            self._pending.append(self._worker.submit(chunk.pack, part, self._compressor))
+            self._submit(self._packing().pack, part)
+
+    def _packing(self) -> chunk.Packer:
+        if self._packer is None:
+            stored = self._db.execute("SELECT id, data FROM dicts ORDER BY id DESC LIMIT 1").fetchone()
+            self._packer = chunk.Packer(stored)
+            self._sampler = None if stored else chunk.Sampler()
+        return self._packer
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="pgcarry-chunks")
+        self._pending.append(self._worker.submit(fn, *args))
         while len(self._pending) > MAX_PENDING:
             self._store(self._pending.popleft().result())
 
-    @functools.cached_property
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        return chunk.compressor()  # used by the one worker thread only
+    def _train(self) -> None:
+        """Train the dictionary on the worker: the chunks packed after it use it."""
+        assert self._sampler is not None
+        samples, self._sampler = self._sampler.samples, None
+        (next_id,) = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM dicts").fetchone()
+        self._submit(self._packing().train, next_id, samples)
 
-    def _store(self, p: chunk.Packed) -> None:
+    def _store(self, done: chunk.Packed | chunk.Dictionary | None) -> None:
         self._write()  # never autocommit: one fsync per chunk would crawl
-        self._db.execute("INSERT INTO chunks (first_txn, last_txn, n, raw_bytes, data) "
-                         "VALUES (?, ?, ?, ?, ?)", (p.first_txn, p.last_txn, p.n, p.raw_bytes, p.data))
+        if isinstance(done, chunk.Packed):
+            self._db.execute("INSERT INTO chunks (first_txn, last_txn, n, raw_bytes, dict, data) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (done.first_txn, done.last_txn, done.n, done.raw_bytes, done.dict_id, done.data))
+        elif done is not None:  # stored before the first chunk that uses it
+            self._db.execute("INSERT INTO dicts VALUES (?, ?)", done)
+        else:
+            self._sampler = chunk.Sampler()  # too little to learn from: sample again
 
     @_guarded
     def begin(self, xid: int, commit_lsn: Lsn) -> bool:
@@ -224,6 +246,7 @@ class SQLiteLog(ChangeLog):
         self._txn_id, self._skip, self._n = cur.lastrowid, False, 0
         self._open_from = len(self._rows)
         self._counts.clear()
+        self._packing()
         return True
 
     @_guarded
@@ -239,6 +262,8 @@ class SQLiteLog(ChangeLog):
         self._chars += len(change.raw)
         self._counts[(change.schema, change.table, change.action)] += 1
         self._n += 1
+        if self._sampler is not None and self._sampler.add(change.schema, change.table, change.raw):
+            self._train()
         if len(self._rows) >= BATCH_ROWS or self._chars >= BATCH_CHARS:
             self._flush_rows()
 
@@ -293,10 +318,10 @@ class SQLiteLog(ChangeLog):
             raise LogError(f"change log {self.path} is damaged: {what}", hint=_DAMAGED_HINT)
 
     def _check_chunks(self) -> list[str]:
-        decompressor = zstandard.ZstdDecompressor()
-        for cid, data in self._db.execute("SELECT id, CAST(data AS BLOB) FROM chunks"):
+        zstd = Dictionaries(self._db, self.path)
+        for cid, dict_id, data in self._db.execute("SELECT id, dict, CAST(data AS BLOB) FROM chunks"):
             try:
-                chunk.decompress(data, decompressor)
+                chunk.decompress(data, zstd.get(cid, dict_id))
             except chunk.ChunkError as e:
                 return [f"chunk {cid}: {e}"]
         # every chunk holds either complete transactions only, or part of one open transaction

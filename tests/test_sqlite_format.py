@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pgcarry.changelog import chunk
 from pgcarry.changelog import sqlite as sqlite_mod
 from pgcarry.changelog.sqlite import SQLiteLog
 from pgcarry.errors import LogError
@@ -55,6 +56,7 @@ _ONE = [("I", "public", "t", "{}")]
 def test_any_batching_and_crash_reads_back_byte_for_byte(monkeypatch, txns, crash_at, batch):
     monkeypatch.setattr(sqlite_mod, "BATCH_ROWS", batch)
     monkeypatch.setattr(sqlite_mod, "SMALL_TXN", 4)  # larger transactions come as lazy iterators
+    monkeypatch.setattr(chunk, "TRAIN_SAMPLES", 8)  # a dictionary early (or zstd finds too little)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "log.db"
         log = SQLiteLog(path, create=True)
@@ -84,6 +86,51 @@ def test_any_batching_and_crash_reads_back_byte_for_byte(monkeypatch, txns, cras
         assert list(log.raw_changes(after)) == [r for r in flat if r[0] > after.value]
         assert sum(sum(c.values()) for c in log.summary().tables.values()) == len(flat)
         log.close()
+
+
+def _slow_stream(path: Path, txns: int, first: int = 0) -> None:
+    """One small transaction per group commit, as a live daemon on a quiet source writes them."""
+    log = SQLiteLog(path, create=not path.exists())
+    for i in range(first, first + txns):
+        _write(log, i, [(a, "public", "orders", json.dumps(
+            {"action": a, "xid": 700 + i, "lsn": f"0/{i * 64:X}", "schema": "public", "table": "orders",
+             "columns": [{"name": "id", "type": "integer", "value": i * 3 + k},
+                         {"name": "status", "type": "text", "value": ["new", "paid", "shipped"][k]},
+                         {"name": "total", "type": "numeric(12,2)", "value": f"{i % 997}.{k}9"},
+                         {"name": "created_at", "type": "timestamp with time zone",
+                          "value": f"2026-01-0{1 + i % 9} 12:{i % 60:02d}:0{k}+00"}]}))
+            for k, a in enumerate("IUD")], False)
+        log.sync()
+    log.close()
+
+
+def test_dictionary_keeps_small_chunks_small_and_survives_a_restart(tmp_path, monkeypatch):
+    monkeypatch.setattr(chunk, "TRAIN_SAMPLES", 10**9)
+    monkeypatch.setattr(chunk, "TRAIN_AFTER", 10**9)
+    _slow_stream(tmp_path / "plain.db", 600)
+    monkeypatch.setattr(chunk, "TRAIN_SAMPLES", 1000)
+    monkeypatch.setattr(chunk, "TRAIN_AFTER", 1000)  # one relation: 200 samples by then
+    _slow_stream(tmp_path / "dict.db", 400)
+    _slow_stream(tmp_path / "dict.db", 200, first=400)  # reopened: the stored dictionary goes on
+    plain, small = (SQLiteLog(tmp_path / f"{n}.db", readonly=True) for n in ("plain", "dict"))
+    assert list(small.raw_changes()) == list(plain.raw_changes())
+    small.check_integrity()
+    rows = small._db.execute("SELECT dict, count(*), sum(n) FROM chunks GROUP BY dict").fetchall()
+    assert rows == [(0, 333, 999), (1, 267, 801)]  # trained once, at the 1000th change
+    assert small._db.execute("SELECT count(*) FROM dicts").fetchone() == (1,)
+    assert small.raw_bytes() == plain.raw_bytes()
+    assert plain._db.execute("SELECT count(*) FROM dicts").fetchone() == (0,)
+    size = "SELECT sum(length(data)) FROM chunks WHERE id > 333"
+    assert small._db.execute(size).fetchone()[0] < 0.6 * plain._db.execute(size).fetchone()[0]
+    small.close()
+    plain.close()
+    _edit(tmp_path / "dict.db", "DELETE FROM dicts")
+    log = SQLiteLog(tmp_path / "dict.db", readonly=True)
+    with pytest.raises(LogError, match="is damaged: chunk 334: dictionary 1 is missing"):
+        log.check_integrity()
+    with pytest.raises(LogError, match="dictionary 1 is missing"):
+        list(log.raw_changes())
+    log.close()
 
 
 def _two_txns(path: Path) -> None:
