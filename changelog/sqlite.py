@@ -129,7 +129,9 @@ class SQLiteLog(ChangeLog):
         self._worker: ThreadPoolExecutor | None = None
         self._packer: chunk.Packer | None = None  # made at the first write, from the stored state
         self._sampler: chunk.Sampler | None = None  # until the dictionary is trained
-        self._counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._counts: dict[tuple[str, str, str], int] = defaultdict(int)  # the open transaction
+        self._batch_counts: dict[tuple[str, str, str], int] = defaultdict(int)  # written at sync()
+        self._high: int | None = None  # highest commit LSN in txns: above it, begin() need not look
         self._n = 0
         self._in_write = False
         self._open: Lsn | None = None
@@ -173,8 +175,9 @@ class SQLiteLog(ChangeLog):
         self._chars, self._open_from = 0, None
         self._pending.clear()  # results not stored yet: dropped with the rest
         self._packer = self._sampler = None  # back to what is stored
-        self._open = self._pending_commit = None
+        self._open = self._pending_commit = self._high = None
         self._counts.clear()
+        self._batch_counts.clear()
         return LogFullError(f"cannot write the change log {self.path}: {e}",
                             hint="free space on its filesystem; capture resumes by itself")
 
@@ -230,10 +233,14 @@ class SQLiteLog(ChangeLog):
     @_guarded
     def begin(self, xid: int, commit_lsn: Lsn) -> bool:
         self._write()
-        row = self._db.execute(
-            "SELECT id, complete FROM txns WHERE commit_lsn = ?", (commit_lsn.value,)
-        ).fetchone()
+        if self._txn_id is not None:  # the open transaction never committed: the stream restarted
+            self._drop_open()
         self._open = commit_lsn
+        if self._high is None:
+            (high,) = self._db.execute("SELECT coalesce(max(commit_lsn), -1) FROM txns").fetchone()
+            self._high = high
+        row = None if commit_lsn.value > self._high else self._db.execute(
+            "SELECT id, complete FROM txns WHERE commit_lsn = ?", (commit_lsn.value,)).fetchone()
         if row is not None and row[1]:
             self._skip, self._txn_id = True, None
             return False
@@ -243,11 +250,21 @@ class SQLiteLog(ChangeLog):
         cur = self._db.execute(
             "INSERT INTO txns (xid, commit_lsn) VALUES (?, ?)", (xid, commit_lsn.value)
         )
+        self._high = max(self._high, commit_lsn.value)
         self._txn_id, self._skip, self._n = cur.lastrowid, False, 0
         self._open_from = len(self._rows)
         self._counts.clear()
         self._packing()
         return True
+
+    def _drop_open(self) -> None:
+        """Forget what is buffered of the open transaction and store what is on the worker (the
+        transaction's own chunks): its begin() again finds it incomplete and drops it whole."""
+        del self._rows[self._open_from or 0:]
+        self._chars = sum(len(r[6]) for r in self._rows)
+        while self._pending:
+            self._store(self._pending.popleft().result())
+        self._txn_id, self._open_from = None, None
 
     @_guarded
     def append(self, change: Change) -> None:
@@ -280,12 +297,8 @@ class SQLiteLog(ChangeLog):
                     "UPDATE txns SET complete = 1, commit_time = ?, n_changes = ? WHERE id = ?",
                     (commit_time, self._n, self._txn_id),
                 )
-                self._db.executemany(
-                    "INSERT INTO counts VALUES (?, ?, ?) "
-                    "ON CONFLICT (relation, action) DO UPDATE SET n = n + excluded.n",
-                    [(f"{sch}.{tbl}", ACTION_NAMES.get(a, a), n)
-                     for (sch, tbl, a), n in self._counts.items()],
-                )
+                for key, n in self._counts.items():
+                    self._batch_counts[key] += n
         self._pending_commit, self._open = self._open, None
         self._txn_id, self._skip, self._open_from = None, False, None
         self._counts.clear()
@@ -296,6 +309,12 @@ class SQLiteLog(ChangeLog):
             self._flush_rows()
             while self._pending:
                 self._store(self._pending.popleft().result())
+            self._db.executemany(
+                "INSERT INTO counts VALUES (?, ?, ?) "
+                "ON CONFLICT (relation, action) DO UPDATE SET n = n + excluded.n",
+                [(f"{sch}.{tbl}", ACTION_NAMES.get(a, a), n)
+                 for (sch, tbl, a), n in self._batch_counts.items()])
+            self._batch_counts.clear()
             self._db.execute("COMMIT")  # WAL + synchronous=FULL: fsync'd before this returns
             self._in_write = False
             if self._pending_commit is not None:

@@ -88,6 +88,27 @@ def test_any_batching_and_crash_reads_back_byte_for_byte(monkeypatch, txns, cras
         log.close()
 
 
+@pytest.mark.parametrize("batch", [1, 2, 2000])
+def test_stream_restarted_inside_a_transaction_stores_it_once(tmp_path, monkeypatch, batch):
+    """The source went away mid-transaction and the daemon re-reads the slot with the log open:
+    what it had of the open transaction is dropped, the re-sent copy stored whole, once."""
+    monkeypatch.setattr(sqlite_mod, "BATCH_ROWS", batch)
+    log = SQLiteLog(tmp_path / "log.db", create=True)
+    one, two = [("I", "public", "t", f"one {k}") for k in range(2)], [
+        ("U", "public", "t", f"two {k}") for k in range(3)]
+    _write(log, 0, one, False)
+    _write(log, 1, two, True, commit=False)  # a group commit in the middle, then the stream breaks
+    assert log.begin(0, Lsn(1000)) is False  # re-sent from the slot's confirmed position
+    log.commit(None)
+    _write(log, 1, two, False)
+    log.sync()
+    log.check_integrity()
+    assert [(t.xid, [c.raw for c in t.changes]) for t in log.transactions()] == [
+        (0, ["one 0", "one 1"]), (1, ["two 0", "two 1", "two 2"])]
+    assert log.summary().tables["public.t"] == {"insert": 2, "update": 3, "delete": 0, "truncate": 0}
+    log.close()
+
+
 def _slow_stream(path: Path, txns: int, first: int = 0) -> None:
     """One small transaction per group commit, as a live daemon on a quiet source writes them."""
     log = SQLiteLog(path, create=not path.exists())
