@@ -23,6 +23,7 @@ DICT_SIZE = 64 << 10
 TRAIN_SAMPLES = 1000  # changes sampled for the dictionary (at most SAMPLES_PER_RELATION of each
 SAMPLES_PER_RELATION = 200  # relation), or what was sampled by TRAIN_AFTER changes
 TRAIN_AFTER = 5000
+MIN_TRAIN = (100, 16 << 10)  # fewer samples or bytes: no training (zstd crashes on a few bytes)
 
 Entry = tuple[int, int, int, str, str, str, str]  # txn id, seq, LSN, action, schema, table, raw
 Dictionary = tuple[int, bytes]  # id in the log's `dicts` table, zstd dictionary
@@ -92,6 +93,8 @@ class Packer:
 
     def train(self, dict_id: int, samples: list[bytes]) -> Dictionary | None:
         """Train the dictionary every later chunk uses; None when zstd finds too little to learn."""
+        if len(samples) < MIN_TRAIN[0] or sum(map(len, samples)) < MIN_TRAIN[1]:
+            return None
         try:
             data = zstandard.train_dictionary(DICT_SIZE, samples).as_bytes()
         except zstandard.ZstdError:

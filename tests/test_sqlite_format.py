@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -241,3 +243,12 @@ def test_newer_format_is_refused_and_format_1_readers_cannot_misread_format_2(tm
     for readonly in (True, False):
         with pytest.raises(LogError, match="has format 3, this pgcarry reads format 2"):
             SQLiteLog(path, readonly=readonly)
+
+
+def test_too_few_samples_train_no_dictionary():
+    """zstd's trainer crashes the process on a few bytes of samples: such a set is not trained
+    on (run in a child process, so a crash fails this test instead of the suite)."""
+    code = ("from pgcarry.changelog.chunk import Packer; p = Packer(None); "
+            "print(p.train(1, [b'a'] * 9), p.train(1, [b'x' * 40] * 99), p.dict_id)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "None None 0\n"), out.stderr
