@@ -43,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     with log_for(cfg, readonly=True) as changelog:
         out = status(changelog, None if args.offline else cfg.source.dsn, cfg.source.slot)
     lost = bool(out.get("slot") and out["slot"].get("lost")) or bool(out.get("incomplete"))
-    lost = lost or bool(out["damaged"])
     if args.json:
         print_json(out)
     else:
@@ -64,4 +63,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"slot          {s['name']}: does not exist")
     for w in out["warnings"]:
         print(f"pgcarry: WARNING: {w}", file=sys.stderr)
-    return 3 if lost else 0
+    return 3 if lost or out["damaged"] else 0
