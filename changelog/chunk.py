@@ -83,8 +83,8 @@ class Packer:
     so this overlaps with the daemon reading the stream)."""
 
     def __init__(self, dictionary: Dictionary | None) -> None:
-        self.dict_id, self._zstd = (dictionary[0], _compressor(dictionary[1])) if dictionary \
-            else (0, _compressor())
+        self.dict_id = dictionary[0] if dictionary else 0
+        self._zstd = _compressor(dictionary[1] if dictionary else None)
 
     def pack(self, entries: list[Entry]) -> Packed:
         payload = _encode(_columns(entries))
@@ -133,19 +133,19 @@ class Decoded:
 
     def __init__(self, data: bytes, n: int, zstd: zstandard.ZstdDecompressor) -> None:
         payload = decompress(data, zstd)
+        self.spans: list[tuple[int, int, int, int]] = []  # (txn id, first seq, start, stop)
+        start = 0
         try:
             flat, deltas, self.actions, rels, relations, self.raws = msgspec.msgpack.decode(payload)
             self.lsns = list(accumulate(deltas))
             self.schemas = [relations[r][0] for r in rels]
             self.tables = [relations[r][1] for r in rels]
+            for i in range(0, len(flat), 3):
+                txn, seq, count = flat[i:i + 3]
+                self.spans.append((txn, seq, start, start + count))
+                start += count
         except (msgspec.DecodeError, TypeError, ValueError, IndexError) as e:
             raise ChunkError(str(e) or type(e).__name__) from None
-        self.spans: list[tuple[int, int, int, int]] = []  # (txn id, first seq, start, stop)
-        start = 0
-        for i in range(0, len(flat), 3):
-            txn, seq, count = flat[i:i + 3]
-            self.spans.append((txn, seq, start, start + count))
-            start += count
         if not (len(self.raws) == len(self.lsns) == len(self.actions) == start == n):
             raise ChunkError(f"holds {len(self.raws)} changes, the log says {n}")
 

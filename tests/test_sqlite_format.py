@@ -28,10 +28,15 @@ _change = st.tuples(st.sampled_from("IUDT"), _name, _name, _text)
 _txn = st.tuples(st.lists(_change, max_size=12), st.booleans())  # (changes, sync in the middle)
 
 
+def _lsn(i: int, seq: int) -> int:
+    """A change's LSN; in odd transactions they run backwards (negative deltas in a chunk)."""
+    return 1000 * i + 1 + (seq if i % 2 == 0 else 900 - seq)
+
+
 def _write(log: SQLiteLog, i: int, changes: list, sync_mid: bool, *, commit: bool = True) -> None:
     log.begin(i, Lsn(1000 * (i + 1)))
     for seq, (action, schema, table, raw) in enumerate(changes):
-        log.append(Change(seq, Lsn(1000 * i + 1 + seq * (-1) ** i % 900), action, schema, table, raw))
+        log.append(Change(seq, Lsn(_lsn(i, seq)), action, schema, table, raw))
         if sync_mid and seq == len(changes) // 2:
             log.sync()
     if commit:
@@ -42,8 +47,7 @@ def _expected(txns: list) -> list:
     out = []
     for i, (changes, _) in enumerate(txns):
         if changes:
-            lsn = lambda seq: 1000 * i + 1 + seq * (-1) ** i % 900  # noqa: E731
-            out.append((i, 1000 * (i + 1), [(seq, lsn(seq), *c) for seq, c in enumerate(changes)]))
+            out.append((i, 1000 * (i + 1), [(seq, _lsn(i, seq), *c) for seq, c in enumerate(changes)]))
     return out
 
 
