@@ -12,6 +12,7 @@ from pgcarry.changelog import ChangeLog
 from pgcarry.changelog.integrity import CAPTURE_STOPPED, LEARNED_PARTITIONS, unsafe_lines
 from pgcarry.schemas.config import DEFAULT_SLOT_WARNING_HOURS
 from pgcarry.schemas.lsn import Lsn
+from pgcarry.errors import LogError
 
 _SLOT = """
 SELECT active, active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
@@ -70,8 +71,24 @@ def _at_risk(slot: str, f: dict[str, Any]) -> str:
             f"(safe_wal_size {fc.human_bytes(f['safe_wal_bytes'])}) -- {fix}")
 
 
+def _storage(changelog: ChangeLog, changes: int) -> dict[str, Any]:
+    """Bytes on disk, per change, and how much smaller than the uncompressed changes."""
+    size, raw = changelog.size_bytes(), changelog.raw_bytes()
+    return {
+        "size_bytes": size, "changes": changes,
+        "bytes_per_change": round(size / changes, 1) if changes else None,
+        "uncompressed_bytes": raw,
+        "compression_ratio": round(raw / size, 2) if raw and size else None,
+    }
+
+
 def status(changelog: ChangeLog, dsn: str | None, slot: str,
            warning_hours: float = DEFAULT_SLOT_WARNING_HOURS) -> dict[str, Any]:
+    try:
+        changelog.check_integrity()
+        damaged = None
+    except LogError as e:
+        damaged = e.message
     summary = changelog.summary()
     manifest = changelog.read_manifest()
     out: dict[str, Any] = {
@@ -81,7 +98,7 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str,
             "tables": len(manifest.tables), "copy_target": manifest.copy_target,
         },
         "log": {
-            "size_bytes": changelog.size_bytes(),
+            **_storage(changelog, sum(sum(c.values()) for c in summary.tables.values())),
             "transactions": summary.transactions,
             "first_commit_time": summary.first_commit_time,
             "last_commit_time": summary.last_commit_time,
@@ -91,7 +108,10 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str,
         "daemon": {"running": False, "pid": None},
         "tables": dict(sorted(summary.tables.items())),
         "warnings": [],
+        "damaged": damaged,
     }
+    if damaged:
+        out["warnings"].append(f"LOG DAMAGED: {damaged} -- replay, rehearse and cutover refuse it")
     recorded = changelog.get_state("slot_lost")
     out["incomplete"] = recorded
     if recorded:

@@ -92,6 +92,11 @@ class ChangeLog(ABC):
     @abstractmethod
     def size_bytes(self) -> int: ...
 
+    def raw_bytes(self) -> int | None:
+        """The stored changes' size before compression (None when the backend does not know):
+        ``status`` prints it against ``size_bytes()`` as the compression ratio."""
+        return None
+
     # -- manifest and state ---------------------------------------------------------------------
     def read_manifest(self) -> Manifest | None:
         raw = self.get_state("manifest")
