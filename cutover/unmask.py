@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry.replay import session, types
+from pgcarry.replay.policy import distinct_sql
 from pgcarry.schemas.manifest import Manifest
 
 SCHEMA = "pgcarry_unmask"
@@ -32,7 +34,7 @@ def save(dsn: str, manifest: Manifest, into: str | None = None) -> dict[str, int
     """Keep production's masked values by primary key in `into` (default: production itself),
     in one transaction of `into`; re-runnable."""
     out = {}
-    with psycopg.connect(dsn) as src, psycopg.connect(into or dsn) as dst:
+    with session.connect(dsn) as src, session.connect(into or dsn) as dst:
         dst.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
         for t in _masked(manifest):
             names = t.primary_key + t.masked_columns
@@ -68,18 +70,20 @@ def _present(conn: psycopg.Connection, t: Any) -> list[str]:
 
 
 def _differing(conn: psycopg.Connection, manifest: Manifest) -> Iterator[tuple[Any, list[str], sql.Composable]]:
-    """(table, its masked columns still present, "t.col IS DISTINCT FROM s.col OR ...")."""
+    """(table, its masked columns still present, "t.col IS DISTINCT FROM s.col OR ..."; as
+    text for types without btree equality, such as json)."""
     for t in _masked(manifest):
         cols = _present(conn, t)
         if cols:
+            text = types.text_compared(conn, _table(t).as_string(conn), cols)
             yield t, cols, sql.SQL(" OR ").join(
-                sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in cols)
+                distinct_sql(sql.Identifier("t", c), sql.Identifier("s", c), c in text) for c in cols)
 
 
 def restore(dsn: str, manifest: Manifest) -> dict[str, int]:
     """Write production's values back over the masked ones; rows updated per table."""
     out = {}
-    with psycopg.connect(dsn) as conn:
+    with session.connect(dsn) as conn:
         for t, cols, differ in _differing(conn, manifest):
             sets = sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in cols)
             cur = conn.execute(sql.SQL(
@@ -92,7 +96,7 @@ def restore(dsn: str, manifest: Manifest) -> dict[str, int]:
 def check(dsn: str, manifest: Manifest) -> dict[str, int]:
     """Rows of production whose masked columns differ from production's values (want all 0)."""
     out = {}
-    with psycopg.connect(dsn) as conn:
+    with session.connect(dsn) as conn:
         for t, _cols, differ in _differing(conn, manifest):
             (n,) = conn.execute(sql.SQL("SELECT count(*) FROM {} t JOIN {} s ON {} WHERE {}").format(
                 _table(t), _side(t), _join(t), differ)).fetchone()  # type: ignore[misc]

@@ -52,7 +52,8 @@ def updates(conn: psycopg.Connection, st: Stage) -> int:
         return 0
     sets = [sql.SQL("{c} = CASE WHEN {x} THEN {m} ELSE {o} END").format(
         c=_id(c), x=st.col("x", c), o=_id("t", c),
-        m=merge_sql(st.tp.policy(c), _id("t", c), st.col("b", c), st.col("n", c))) for c in cols]
+        m=merge_sql(st.tp.policy(c), _id("t", c), st.col("b", c), st.col("n", c),
+                    st.tp.text_compare(c))) for c in cols]
     q = sql.SQL("UPDATE {t} t SET {sets} FROM {s} s WHERE s.op = 'U' AND {on}").format(
         t=st.target, sets=sql.SQL(", ").join(sets), s=st.ident, on=st.key_join())
     return conn.execute(q).rowcount

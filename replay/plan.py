@@ -28,12 +28,15 @@ class Drift:
     blocking: bool = False
 
 
+Key = tuple[str | None, ...]  # a row's key as PostgreSQL prints it: JSON-safe for every type
+
+
 @dataclass
 class Conflict:
     table: str
-    key: Any
+    key: Key | str  # "*": the whole table (a TRUNCATE)
     lsn: Lsn | None
-    kind: str  # insert-exists | update-missing | delete-missing | column | truncate
+    kind: str  # insert-exists | update-missing | delete-missing | column | truncate | lost-value
     decision: str
     column: str | None = None
 
@@ -41,6 +44,33 @@ class Conflict:
         return {"table": self.table, "key": list(self.key) if isinstance(self.key, tuple) else self.key,
                 "lsn": str(self.lsn) if self.lsn else None, "kind": self.kind,
                 "column": self.column, "decision": self.decision}
+
+    @property
+    def label(self) -> str:
+        return key_label(self.key)
+
+
+def _part(v: str | None) -> str:
+    if v is None:
+        return "NULL"
+    if v == "" or v == "NULL" or any(ch in v for ch in ',()"\\ \t\n'):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return v
+
+
+def key_label(key: Key | str) -> str:
+    """A key for a person: ``(1001)``, ``(a0ee..., 2)``; parts a reader could misread (empty,
+    NULL, or with commas, quotes, parentheses or spaces) quoted as in a record literal."""
+    return key if isinstance(key, str) else "(" + ", ".join(map(_part, key)) + ")"
+
+
+def as_text(value: Any) -> str | None:
+    """A value from the log (already through TablePlan.value) as PostgreSQL prints it."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def bytea_text(value: Any) -> Any:
@@ -70,6 +100,15 @@ class TablePlan:
         """A captured value as the target's input function reads it (wal2json sends bytea as
         bare hex)."""
         return bytea_text(value) if self.fold.columns.get(column) == "bytea" else value
+
+    def key_text(self, image: dict[str, Any]) -> Key:
+        """The key of a captured image, as text (what conflicts and errors carry)."""
+        return tuple(as_text(self.value(c, image.get(c))) for c in self.fold.pk)
+
+    def text_compare(self, target_column: str) -> bool:
+        """Whether the target column's type compares as text (see replay/types.py)."""
+        assert self.target is not None
+        return self.target.columns[target_column].text_compare
 
     def policy(self, target_column: str) -> str:
         src = next((s for s, t in self.colmap.items() if t == target_column), target_column)
@@ -135,10 +174,11 @@ def _map_columns(tp: TablePlan, cfg: ReplayConfig, types: dict[str, str], drift:
 
 def _check_key(tp: TablePlan, drift: list[Drift]) -> None:
     assert tp.target is not None
-    if set(tp.key) != set(tp.target.primary_key):
+    if tp.key and not tp.target.has_key(tp.key):
         drift.append(Drift("key-differs", tp.source, None,
                            f"captured key ({', '.join(tp.key)}) is not the target's primary key "
-                           f"({', '.join(tp.target.primary_key) or 'none'})", blocking=True))
+                           f"({', '.join(tp.target.primary_key) or 'none'}) nor a unique index on "
+                           "NOT NULL columns", blocking=True))
 
 
 def _identity(tp: TablePlan, manifest: Manifest | None, drift: list[Drift]) -> None:

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay import apply, catalog, journal, keyless, reader, stage, txn
+from pgcarry.replay import apply, catalog, journal, keyless, reader, session, stage, txn
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.detect import detect, insert_conflicts
 from pgcarry.replay.fold import Folder, TableFold
@@ -113,10 +113,10 @@ def _insert(conn: psycopg.Connection, st: stage.Stage, plan: Plan) -> int:
 
 def _copy_checks_key(tp: plan_mod.TablePlan) -> bool:
     """Whether a COPY straight into the target fails on an existing key, as insert-exists = fail
-    wants: the target's primary key is the replay key and is checked per row (not deferrable)."""
+    wants: the replay key is a key of the target checked per row (not deferrable)."""
     t = tp.target
-    return (tp.rules.insert_exists == "fail" and t is not None and not t.deferrable_key
-            and sorted(t.primary_key) == sorted(tp.key))
+    return (tp.rules.insert_exists == "fail" and t is not None and bool(tp.key)
+            and t.checks_per_row(tp.key))
 
 
 def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], plan: Plan,
@@ -169,10 +169,10 @@ def _fail_on_conflicts(plan: Plan) -> None:
     if rule is None:  # lost-value: production wrote NaN/±Infinity, which the log holds as null
         raise ConflictError(
             f"column {c.column} is null in the log but NOT NULL in the target: production wrote NaN "
-            f"or Infinity, which wal2json sends as null{more}", table=c.table, key=c.key, lsn=c.lsn,
+            f"or Infinity, which wal2json sends as null{more}", table=c.table, key=c.label, lsn=c.lsn,
             hint="nothing was changed; on production set a finite value (it is captured), or drop "
                  "NOT NULL on the target and fix the row after replay")
-    raise ConflictError(f"{c.kind} conflict{more}", table=c.table, key=c.key, lsn=c.lsn,
+    raise ConflictError(f"{c.kind} conflict{more}", table=c.table, key=c.label, lsn=c.lsn,
                         hint=f"nothing was changed; set {rule} for the table in [replay.tables]")
 
 
@@ -183,7 +183,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
     mode = mode or cfg.replay.mode
     say = progress or (lambda _text: None)
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)
-    with psycopg.connect(to) as conn:
+    with session.connect(to) as conn:
         # the fold's sorts stay in memory; temp tables (before any is touched) stay in local buffers
         conn.execute("SET LOCAL work_mem = '256MB'")
         conn.execute("SET LOCAL temp_buffers = '256MB'")

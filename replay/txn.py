@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay.plan import Plan, TablePlan
+from pgcarry.replay.plan import Plan, TablePlan, key_label
 from pgcarry.replay.policy import merge_sql
 from pgcarry.schemas.change import DELETE, INSERT, TRUNCATE, UPDATE, Change, Transaction
 
@@ -50,7 +50,7 @@ def _insert_sql(tp: TablePlan, cols: tuple[str, ...]) -> sql.Composed:
 
 def _update_sql(tp: TablePlan, cols: tuple[str, ...]) -> sql.Composed:
     sets = [sql.SQL("{c} = {m}").format(c=_id(c), m=merge_sql(
-        tp.policy(c), _id(c), sql.Placeholder(f"b{i}"), sql.Placeholder(f"n{i}")))
+        tp.policy(c), _id(c), sql.Placeholder(f"b{i}"), sql.Placeholder(f"n{i}"), tp.text_compare(c)))
         for i, c in enumerate(cols)]
     return sql.SQL("UPDATE {t} SET {s} WHERE {w}").format(
         t=_target(tp), s=sql.SQL(", ").join(sets), w=_where(tp))
@@ -108,7 +108,8 @@ class _Applier:
         elif tp.rules.update_missing == "reinsert":
             self.insert(tp, {**old, **new}, "reinsert")
         elif tp.rules.update_missing == "fail":
-            raise ConflictError("update-missing conflict", table=tp.relation, key=self._key(tp, old),
+            raise ConflictError("update-missing conflict", table=tp.relation,
+                                key=key_label(tp.key_text(old)),
                                 lsn=ch.lsn, hint="set update-missing = \"skip\" or \"reinsert\"")
         else:
             self.kept.add((tp.source, self._key(tp, old)))

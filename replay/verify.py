@@ -13,11 +13,11 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.replay import apply, catalog, journal, stage
+from pgcarry.replay import apply, catalog, journal, session, stage
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.fold import Folder
-from pgcarry.replay.plan import TablePlan
-from pgcarry.replay.policy import merge_sql
+from pgcarry.replay.plan import TablePlan, key_label
+from pgcarry.replay.policy import distinct_sql, merge_sql
 from pgcarry.schemas.change import ACTION_NAMES, TRUNCATE
 from pgcarry.schemas.config import Config, ReplayConfig
 from pgcarry.schemas.lsn import Lsn
@@ -76,11 +76,15 @@ def _expected(tp: TablePlan, st: stage.Stage, c: str, truncated: bool) -> sql.Co
     n, b, x, t, bf = st.col("n", c), st.col("b", c), st.col("x", c), _id("t", c), _id("bf", c)
     had = sql.SQL("FALSE" if truncated else "{} IS NOT NULL").format(_id("bf", tp.key[0]))
     ie = bf if tp.rules.insert_exists == "target-wins" else n
+    text = tp.text_compare(c)
+    inserted = sql.SQL("(CASE WHEN {} THEN {} ELSE {} END)").format(had, ie, n)
+    merged = merge_sql(tp.policy(c), bf, b, n, text)
     return sql.SQL(
-        "CASE WHEN s.op = 'I' THEN {x} AND {t} IS DISTINCT FROM (CASE WHEN {had} THEN {ie} ELSE {n} END)"
-        " WHEN s.op = 'U' AND {had} THEN {x} AND {t} IS DISTINCT FROM {m}"
-        " WHEN s.op = 'U' THEN {t} IS DISTINCT FROM {n} ELSE false END").format(
-        x=x, t=t, had=had, ie=ie, n=n, m=merge_sql(tp.policy(c), bf, b, n))
+        "CASE WHEN s.op = 'I' THEN {x} AND {i}"
+        " WHEN s.op = 'U' AND {had} THEN {x} AND {m}"
+        " WHEN s.op = 'U' THEN {u} ELSE false END").format(
+        x=x, had=had, i=distinct_sql(t, inserted, text), m=distinct_sql(t, merged, text),
+        u=distinct_sql(t, n, text))
 
 
 def _images(conn: psycopg.Connection, st: stage.Stage) -> Check:
@@ -102,11 +106,12 @@ def _images(conn: psycopg.Connection, st: stage.Stage) -> Check:
     for *key, op, lsn, present, had_row, hits in conn.execute(q):
         want = op == "I" or (op == "U" and (had_row or tp.rules.update_missing == "reinsert"))
         if present != want:
-            bad.append(f"key {tuple(key)} (lsn {Lsn(lsn)}): row {'missing' if want else 'present'}")
+            bad.append(f"key {key_label(tuple(key))} (lsn {Lsn(lsn)}): row "
+                       f"{'missing' if want else 'present'}")
         elif present:
             cols = [c for c, h in zip(st.columns, hits) if h]
             if cols:
-                bad.append(f"key {tuple(key)} (lsn {Lsn(lsn)}): {', '.join(cols)} differ")
+                bad.append(f"key {key_label(tuple(key))} (lsn {Lsn(lsn)}): {', '.join(cols)} differ")
     detail = f"{st.rows} rows checked" if not bad else "; ".join(bad[:MAX_LISTED]) + (
         f" (+{len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else "")
     return Check("final images", tp.relation, not bad, detail)
@@ -154,7 +159,7 @@ def _masks(conn: psycopg.Connection, cfg: Config) -> list[Check]:
 
 def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
     """Every check, passed or not, in a stable order."""
-    with psycopg.connect(to) as conn:
+    with session.connect(to) as conn:
         runs = journal.runs(conn, cfg.source.slot)
         if not runs:
             return [Check("journal", "pgcarry.replay_journal", False,
