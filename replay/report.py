@@ -65,7 +65,7 @@ def render(rep: Report, print_table: Any) -> None:
     if p.conflicts:
         print(f"\n{len(p.conflicts)} conflict(s):")
         print_table(["table", "key", "lsn", "kind", "column", "decision"],
-                    [[c.table, c.as_dict()["key"], c.lsn, c.kind, c.column or "", c.decision]
+                    [[c.table, c.label, c.lsn, c.kind, c.column or "", c.decision]
                      for c in p.conflicts[:MAX_LISTED]])
         if len(p.conflicts) > MAX_LISTED:
             print(f"... {len(p.conflicts) - MAX_LISTED} more (see --json)")
