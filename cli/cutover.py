@@ -41,14 +41,15 @@ def _render(rep: dict) -> None:  # type: ignore[type-arg]
 
 def _dry_run(cfg, test: str, as_json: bool, allow_incomplete: bool) -> int:  # type: ignore[no-untyped-def]
     from pgcarry.cutover.phases import PHASES, STATE_KEY
-    from pgcarry.replay import replay
+    from pgcarry.replay import replay, sequences
     from pgcarry.replay.report import render
 
     with log_for(cfg, readonly=True) as log:
         integrity.check(cfg, log, allow_incomplete=allow_incomplete)
         done = {k for k, v in ((log.get_state(STATE_KEY) or {}).get("phases") or {}).items()
                 if v.get("status") == "done"}
-        rep = replay(cfg, log, test, dry_run=True)
+        rep = replay(cfg, log, test, dry_run=True,
+                     production=sequences.from_source(cfg.source.dsn, test))
     todo = [p for p in PHASES if p not in done]
     if as_json:
         print_json({"phases": todo, "done": sorted(done), "plan": rep.as_dict()})

@@ -21,7 +21,8 @@ from pgcarry.cutover import fence as fence_mod
 from pgcarry.cutover import unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError, PgcarryError, SlotError, VerifyError
-from pgcarry.replay import replay
+from pgcarry.replay import replay, sequences
+from pgcarry.replay.sequences import Production
 from pgcarry.replay.verify import verify
 from pgcarry.schemas.config import Config
 from pgcarry.schemas.dsn import safe_dsn
@@ -92,6 +93,8 @@ class Cutover:
         until = Lsn.parse(self.state["fence_lsn"])
         cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options)
         prog = cap.run(until=until)
+        # behind the fence, before the overwrite replaces them: production's sequence positions
+        self.state["sequences"] = sequences.read(self.prod).as_state()
         return {"until": str(until), "transactions": prog.transactions, "changes": prog.changes}
 
     def _backup(self) -> Any:
@@ -124,7 +127,8 @@ class Cutover:
         return {"schemas": schemas, "from": safe_dsn(self.test)}
 
     def _replay(self) -> Any:
-        rep = replay(self.cfg, self.log, self.prod)
+        rep = replay(self.cfg, self.log, self.prod,
+                     production=lambda _names: Production.from_state(self.state.get("sequences")))
         d = rep.as_dict()
         return {"status": rep.status, "conflicts": (d.get("conflicts") or [])[:200],
                 "applied": d.get("applied")}

@@ -16,7 +16,7 @@ from pgcarry.changelog.base import ChangeLog
 from pgcarry.cutover import unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError
-from pgcarry.replay import replay
+from pgcarry.replay import replay, sequences
 from pgcarry.replay.verify import verify
 from pgcarry.schemas.config import Config
 from pgcarry.schemas.dsn import safe_dsn, with_options
@@ -54,7 +54,8 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
         schemas = sorted({t.schema_name for t in manifest.tables.values()})
         phase("overwrite", lambda: overwrite(target, test_dsn, schemas, cfg.copy_.jobs))
         phase("backup (masked values)", lambda: unmask.save(cfg.source.dsn, manifest, into=target))
-        rep = phase("replay", lambda: replay(cfg, log, target)).as_dict()
+        rep = phase("replay", lambda: replay(
+            cfg, log, target, production=sequences.from_source(cfg.source.dsn, target))).as_dict()
         phase("unmask", lambda: unmask.restore(target, manifest))
         checks = phase("verify", lambda: verify(cfg, log, target))
         left = unmask.check(target, manifest)

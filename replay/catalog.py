@@ -113,16 +113,6 @@ JOIN pg_class pc ON pc.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = pc.r
 WHERE con.contype = 'f' AND (con.conrelid = ANY(%s) OR con.confrelid = ANY(%s))
 ORDER BY 2, 1
 """
-_SEQUENCES = """
-SELECT a.attname, sn.nspname, s.relname
-FROM pg_depend d
-JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-JOIN pg_namespace sn ON sn.oid = s.relnamespace
-JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-  AND d.refobjid = %s AND d.deptype IN ('a', 'i')
-ORDER BY a.attnum
-"""
 
 
 def read_tables(conn: psycopg.Connection, relations: list[str]) -> dict[str, TargetTable]:
@@ -152,8 +142,3 @@ def read_foreign_keys(conn: psycopg.Connection, tables: list[TargetTable]) -> li
         ForeignKey(name, child, tuple(cols), parent, tuple(refs), deferrable)
         for name, child, parent, deferrable, cols, refs in conn.execute(_FKEYS, (oids, oids))
     ]
-
-
-def owned_sequences(conn: psycopg.Connection, table: TargetTable) -> list[tuple[str, str, str]]:
-    """(column, sequence schema, sequence name) for serial and identity columns of `table`."""
-    return [tuple(r) for r in conn.execute(_SEQUENCES, (table.oid,))]  # type: ignore[misc]

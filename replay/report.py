@@ -33,6 +33,7 @@ def report_dict(rep: Report) -> dict[str, Any]:
         "drift": [{"kind": d.kind, "table": d.relation, "column": d.column, "detail": d.detail,
                    "resolve": d.resolve, "blocking": d.blocking} for d in p.drift],
         "sequences": [{"sequence": s, "value": v} for s, v in rep.sequences],
+        "production_sequences": {"next": rep.production.next, "unknown": rep.production.unknown},
         "foreign_keys_checked": rep.fk_checked,
     })
     return out
@@ -79,3 +80,6 @@ def render(rep: Report, print_table: Any) -> None:
                 print(f"          resolve with: {d.resolve}")
     if rep.sequences:
         print("\nsequences advanced: " + ", ".join(f"{s}={v}" for s, v in rep.sequences))
+    if rep.production.unknown:
+        print(f"note: sequences were moved past the largest value present only: "
+              f"{rep.production.unknown}")

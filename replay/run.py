@@ -17,11 +17,12 @@ from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay import apply, catalog, journal, keyless, reader, session, stage, txn
+from pgcarry.replay import apply, catalog, journal, keyless, reader, sequences, session, stage, txn
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.detect import detect, insert_conflicts
 from pgcarry.replay.fold import Folder, TableFold
-from pgcarry.replay.plan import Plan
+from pgcarry.replay.plan import Drift, Plan
+from pgcarry.replay.sequences import Production, ProductionSource
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
 from pgcarry.schemas.config import Config
 
@@ -35,7 +36,8 @@ class Report:
     slot: str
     plan: Plan | None = None
     applied: dict[str, dict[str, int]] = field(default_factory=dict)
-    sequences: list[tuple[str, int]] = field(default_factory=list)
+    sequences: list[tuple[str, int]] = field(default_factory=list)  # moved: (sequence, last value)
+    production: Production = field(default_factory=Production)  # its positions replay used
     fk_checked: int = 0
     after: str | None = None
     duration_ms: int = 0
@@ -176,9 +178,26 @@ def _fail_on_conflicts(plan: Plan) -> None:
                         hint=f"nothing was changed; set {rule} for the table in [replay.tables]")
 
 
+def _production(conn: psycopg.Connection, p: Plan, source: ProductionSource | None
+                ) -> tuple[list[sequences.Used], Production]:
+    """The sequences the replayed tables use, and production's positions of them; a sequence
+    the source role may not read blocks the replay (its ids could be handed out twice)."""
+    seqs = sequences.used(conn, [tp.target.oid for tp in p.ordered() if tp.target])
+    if not seqs:
+        return seqs, Production()
+    prod = source([u.relation for u in seqs]) if source else Production(
+        unknown="production's positions were not asked for (no source given)")
+    for name in sequences.refuse_unreadable(seqs, prod):
+        p.drift.append(Drift("sequence-unreadable", name, None,
+                             "production's position of this sequence cannot be read by the source role",
+                             f"GRANT SELECT ON SEQUENCE {name} TO <source role>", blocking=True))
+    return seqs, prod
+
+
 def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,
-           progress: Progress | None = None) -> Report:
-    """Apply the captured changes past the journal's position to the target database `to`."""
+           progress: Progress | None = None, production: ProductionSource | None = None) -> Report:
+    """Apply the captured changes past the journal's position to the target database `to`;
+    `production` tells production's sequence positions (see replay/sequences.py)."""
     started = time.monotonic()
     mode = mode or cfg.replay.mode
     say = progress or (lambda _text: None)
@@ -211,6 +230,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         rep.plan = p = _plan(conn, cfg, log, folds)
         p.first_lsn, p.last_lsn = stats["first"], stats["last"]
         p.transactions, p.changes = stats["transactions"], stats["changes"]
+        seqs, rep.production = _production(conn, p, production)
         if not dry_run:
             plan_mod.raise_blocking(p)
         stages = []
@@ -242,15 +262,15 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             rep.applied.setdefault(rel, {})["truncate"] = 1
         rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))
         say(f"checked {rep.fk_checked} foreign keys")
-        for tp in p.ordered():
-            assert tp.target is not None
-            rep.sequences += apply.advance_sequences(conn, tp.target)
+        rep.sequences = sequences.advance(conn, seqs, rep.production)
         say(f"advanced {len(rep.sequences)} sequences")
         rep.duration_ms = int((time.monotonic() - started) * 1000)
         journal.write(conn, run, cfg.source.slot, mode, p.first_lsn, p.last_lsn, p.transactions,
                       p.changes, {**_counts(p, rep.applied), **keyless.journal_counts(no_key, rep.applied, cfg)},
                       [c.as_dict() for c in p.conflicts],
-                      cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms)
+                      cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms,
+                      {"production": {u.relation: rep.production.next.get(u.relation) for u in seqs},
+                       "unknown": rep.production.unknown, "advanced": dict(rep.sequences)})
         say("journal written; committing")
     return rep
 

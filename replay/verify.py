@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.replay import apply, catalog, journal, session, stage
+from pgcarry.replay import apply, catalog, journal, sequences, session, stage
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.fold import Folder
 from pgcarry.replay.plan import TablePlan, key_label
@@ -117,14 +117,27 @@ def _images(conn: psycopg.Connection, st: stage.Stage) -> Check:
     return Check("final images", tp.relation, not bad, detail)
 
 
-def _sequences(conn: psycopg.Connection, t: catalog.TargetTable) -> list[Check]:
-    out = []
-    for col, sschema, sname in catalog.owned_sequences(conn, t):
-        q = sql.SQL("SELECT (SELECT max({c})::bigint FROM {t}), last_value FROM {seq}").format(
-            c=_id(col), t=_id(*t.ident), seq=_id(sschema, sname))
-        mx, last = conn.execute(q).fetchone()  # type: ignore[misc]
-        ok = mx is None or last >= mx
-        out.append(Check("sequence", f"{sschema}.{sname}", ok, f"last_value {last}, max({col}) {mx}"))
+def _production(runs: list[dict[str, Any]]) -> sequences.Production:
+    """Production's sequence positions as the journal recorded them (the largest of all runs)."""
+    out = sequences.Production()
+    for r in runs:
+        for name, v in ((r.get("sequences") or {}).get("production") or {}).items():
+            if v is not None:
+                out.next[name] = max(v, out.next.get(name, v))
+    return out
+
+
+def _sequences(conn: psycopg.Connection, tables: list[catalog.TargetTable],
+               runs: list[dict[str, Any]]) -> list[Check]:
+    """Each sequence the replayed tables use: its next value is past the largest value present
+    and past production's own next value."""
+    prod, out = _production(runs), []
+    for u in sequences.used(conn, [t.oid for t in tables]):
+        if u.increment < 0:
+            continue
+        pos = sequences.position(conn, u, prod)
+        out.append(Check("sequence", u.relation, pos.ok, f"next value {pos.now}; past the largest "
+                         f"value present: {pos.present}; production's next value: {pos.production}"))
     return out
 
 
@@ -177,9 +190,7 @@ def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
             found = apply.orphans(conn, fk, MAX_LISTED)
             checks.append(Check("foreign key", fk.child, not found,
                                 f"{fk.name}: " + (f"orphans {found}" if found else "no orphans")))
-        for tp in p.ordered():
-            assert tp.target is not None
-            checks += _sequences(conn, tp.target)
+        checks += _sequences(conn, [tp.target for tp in p.ordered() if tp.target], runs)
         checks += _masks(conn, cfg) + _assertions(conn, cfg)
         conn.rollback()
     return checks
