@@ -39,6 +39,15 @@ WHERE i.indrelid = %s AND i.indisprimary
 ORDER BY k.ord
 """
 
+_IDENTITY_INDEX = """
+SELECT a.attname
+FROM pg_index i
+JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.indisreplident
+ORDER BY k.ord
+"""
+
 _FKEYS = """
 SELECT con.conname, rn.nspname, rc.relname, con.condeferrable,
        ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
@@ -83,6 +92,8 @@ def read_relation(conn: psycopg.Connection, oid: int, schema: str, name: str, id
         schema_name=schema, name=name, primary_key=pk,
         replica_identity=_IDENTITY.get(ident, ident), columns=cols, foreign_keys=fks,
     )
+    if info.replica_identity == "index":  # wal2json's pk is empty then: the index is the key
+        info.identity_key = [r[0] for r in conn.execute(_IDENTITY_INDEX, (oid,)).fetchall()]
     return Relation(info=info, oid=oid)
 
 

@@ -89,17 +89,21 @@ def _changed(base: dict[str, Any], new: dict[str, Any], pk: list[str]) -> set[st
 
 class Folder:
     """Feed changes in commit order with ``add`` (or, already decoded, with ``table`` and
-    ``insert``/``update``/``delete``/``truncate``); read ``tables`` at the end."""
+    ``insert``/``update``/``delete``/``truncate``); read ``tables`` at the end. `keys` names the
+    key of relations whose changes carry none (REPLICA IDENTITY USING INDEX: wal2json's pk is
+    empty, the identity index's columns identify the row)."""
 
-    def __init__(self, pk_for: Callable[[Change], list[str]] | None = None) -> None:
+    def __init__(self, pk_for: Callable[[Change], list[str]] | None = None,
+                 keys: dict[str, list[str]] | None = None) -> None:
         self.tables: dict[str, TableFold] = {}
         self._pk_for = pk_for or (lambda ch: ch.pk)
+        self.keys = keys or {}
 
     def table(self, relation: str, action: str, lsn: int, pk: Callable[[], list[str]]) -> TableFold:
         """The fold of `relation`; `pk` is asked only while the relation's key is unknown."""
         t = self.tables.get(relation)
         if t is None:
-            t = self.tables[relation] = TableFold(relation, [])
+            t = self.tables[relation] = TableFold(relation, list(self.keys.get(relation, [])))
         if not t.pk and action != TRUNCATE and not t.plain:
             t.pk = pk()
             if not t.pk and not self.keyless:

@@ -77,17 +77,18 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None]
-         ) -> dict[str, TableFold]:
+def read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None],
+         keys: dict[str, list[str]] | None = None) -> dict[str, TableFold]:
     """Fold `rows` (commit order) into net effects per relation; keyless relations keep their
-    inserts in ``TableFold.plain``. Fills `stats`: first/last commit LSN, transactions, changes."""
+    inserts in ``TableFold.plain``. Fills `stats`: first/last commit LSN, transactions, changes.
+    `keys`: see Folder."""
     with no_gc():
-        return _read(rows, stats, progress)
+        return _read(rows, stats, progress, keys)
 
 
-def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None]
-          ) -> dict[str, TableFold]:
-    folder = Folder()
+def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None],
+          keys: dict[str, list[str]] | None) -> dict[str, TableFold]:
+    folder = Folder(keys=keys)
     folder.keyless = True
     tables = folder.tables
     relations: dict[tuple[str, str], str] = {}

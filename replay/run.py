@@ -25,6 +25,7 @@ from pgcarry.replay.plan import Drift, Plan
 from pgcarry.replay.sequences import Production, ProductionSource
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
 from pgcarry.schemas.config import Config
+from pgcarry.schemas.manifest import Manifest
 
 Progress = Callable[[str], None]
 
@@ -49,9 +50,9 @@ class Report:
         return report_dict(self)
 
 
-def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any]
-               ) -> tuple[Folder, list[Transaction]]:
-    folder = Folder()
+def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any],
+               keys: dict[str, list[str]]) -> tuple[Folder, list[Transaction]]:
+    folder = Folder(keys=keys)
     kept: list[Transaction] = []
     for t in log.transactions(after):
         changes = list(t.changes)
@@ -214,11 +215,13 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         stats: dict[str, Any] = {}
         txns: list[Transaction] = []
         no_key: dict[str, Any] = {}
+        manifest = log.read_manifest()
+        keys = manifest.identity_keys() if manifest else {}
         if mode == "txn":
-            folder, txns = _log_items(log, after, True, stats)
+            folder, txns = _log_items(log, after, True, stats, keys)
             folds: dict[str, TableFold] = folder.tables
         else:
-            folds = reader.read(log.raw_changes(after), stats, say)
+            folds = reader.read(log.raw_changes(after), stats, say, keys)
             no_key = keyless.split(folds)
             rep.keyless = {rel: len(f.plain) for rel, f in no_key.items()
                            if not cfg.replay.table(rel).ignore}
@@ -227,7 +230,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             rep.status = "nothing"
             return rep
         say(f"read {stats['changes']} changes in {stats['transactions']} transactions")
-        rep.plan = p = _plan(conn, cfg, log, folds)
+        rep.plan = p = _plan(conn, cfg, manifest, folds)
         p.first_lsn, p.last_lsn = stats["first"], stats["last"]
         p.transactions, p.changes = stats["transactions"], stats["changes"]
         seqs, rep.production = _production(conn, p, production)
@@ -275,9 +278,8 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
     return rep
 
 
-def _plan(conn: psycopg.Connection, cfg: Config, log: ChangeLog, folds: dict[str, TableFold]
-          ) -> Plan:
-    manifest = log.read_manifest()
+def _plan(conn: psycopg.Connection, cfg: Config, manifest: Manifest | None,
+          folds: dict[str, TableFold]) -> Plan:
     rels = [cfg.replay.table(r).rename_to or r for r in folds]
     targets = catalog.read_tables(conn, rels)
     fkeys = catalog.read_foreign_keys(conn, list(targets.values()))

@@ -34,15 +34,16 @@ class Check:
     detail: str = ""
 
 
-def _fold(log: ChangeLog, upto: Lsn) -> tuple[Folder, dict[str, Counter[str]]]:
+def _fold(log: ChangeLog, upto: Lsn, keys: dict[str, list[str]]
+          ) -> tuple[Folder, dict[str, Counter[str]]]:
     """The log folded by key, and the action counts of relations without a key (insert-only)."""
-    folder, keyless = Folder(), {}
+    folder, keyless = Folder(keys=keys), {}
     for t in log.transactions(None):
         if t.commit_lsn > upto:
             break
         for ch in t.changes:
             if ch.relation in keyless or (ch.relation not in folder.tables and not ch.pk
-                                           and ch.action != TRUNCATE):
+                                           and ch.action != TRUNCATE and ch.relation not in keys):
                 keyless.setdefault(ch.relation, Counter())[ACTION_NAMES[ch.action]] += 1
             else:
                 folder.add(ch)
@@ -177,13 +178,15 @@ def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
         if not runs:
             return [Check("journal", "pgcarry.replay_journal", False,
                           f"no replay of slot {cfg.source.slot} recorded in the target")]
-        folder, keyless = _fold(log, Lsn.parse(runs[-1]["last_lsn"]))
+        manifest = log.read_manifest()
+        folder, keyless = _fold(log, Lsn.parse(runs[-1]["last_lsn"]),
+                                manifest.identity_keys() if manifest else {})
         checks = _counts(runs, folder, keyless)
         rcfg = ReplayConfig.model_validate(runs[-1]["policy"])
         rels = [rcfg.table(r).rename_to or r for r in folder.tables]
         targets = catalog.read_tables(conn, rels)
         fkeys = catalog.read_foreign_keys(conn, list(targets.values()))
-        p = plan_mod.build(folder.tables, targets, fkeys, rcfg, log.read_manifest())
+        p = plan_mod.build(folder.tables, targets, fkeys, rcfg, manifest)
         for i, tp in enumerate(p.ordered()):
             checks.append(_images(conn, stage.load(conn, tp, i)))
         for fk in apply.touching(fkeys, set(p.tables)):

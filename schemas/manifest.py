@@ -28,6 +28,7 @@ class TableInfo(BaseModel):
     name: str
     primary_key: list[str]
     replica_identity: str  # full | default | index | nothing
+    identity_key: list[str] = Field(default_factory=list)  # REPLICA IDENTITY USING INDEX columns
     columns: list[Column]
     foreign_keys: list[ForeignKey] = Field(default_factory=list)
     masked_columns: list[str] = Field(default_factory=list)
@@ -48,3 +49,8 @@ class Manifest(BaseModel):
     database: str
     tables: dict[str, TableInfo]  # keyed "schema.table"
     copy_target: str | None = None  # DSN of the copy, password removed
+
+    def identity_keys(self) -> dict[str, list[str]]:
+        """The key of each relation captured with REPLICA IDENTITY USING INDEX (its changes name
+        no primary key)."""
+        return {rel: t.identity_key for rel, t in self.tables.items() if t.identity_key}
