@@ -21,6 +21,7 @@ SCHEMA = "pgcarry"
 JOURNAL = "replay_journal"
 BEFORE_INDEX = "replay_before_tables"
 RUN_COLUMN = "_pgcarry_run"
+KEYLESS_COUNTS = "replay_keyless_counts"
 
 _DDL = [
     "CREATE SCHEMA IF NOT EXISTS pgcarry",
@@ -44,6 +45,13 @@ _DDL = [
     )""",
     # production's sequence positions replay used, for verify (journals of older versions lack it)
     "ALTER TABLE pgcarry.replay_journal ADD COLUMN IF NOT EXISTS sequences jsonb",
+    # a relation without a key: per row image (its text), the target rows equal to it before a run
+    """CREATE TABLE IF NOT EXISTS pgcarry.replay_keyless_counts (
+        relation text NOT NULL,
+        run bigint NOT NULL,
+        image text NOT NULL,
+        n bigint NOT NULL
+    )""",
 ]
 
 

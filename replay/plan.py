@@ -96,6 +96,11 @@ class TablePlan:
     def key(self) -> list[str]:
         return [self.colmap.get(c, c) for c in self.fold.pk]
 
+    @property
+    def keyless(self) -> bool:
+        """No key: rows are found by their old image (replay/keyless.py)."""
+        return not self.fold.pk
+
     def value(self, column: str, value: Any) -> Any:
         """A captured value as the target's input function reads it (wal2json sends bytea as
         bare hex)."""
@@ -184,6 +189,13 @@ def _check_key(tp: TablePlan, drift: list[Drift]) -> None:
 def _identity(tp: TablePlan, manifest: Manifest | None, drift: list[Drift]) -> None:
     info = manifest.tables.get(tp.source) if manifest else None
     tp.full_identity = (info.replica_identity == "full") if info else not tp.fold.partial_old
+    if tp.keyless:
+        tp.notes.append("no primary key: each update or delete changes one row equal to its "
+                        "old image" if tp.fold.ops else "no primary key: inserts replayed as they came")
+        if tp.fold.ops and not tp.full_identity:
+            drift.append(Drift("needs-full-identity", tp.source, None,
+                               "without a key, updates and deletes need production's whole old row",
+                               f"ALTER TABLE {tp.source} REPLICA IDENTITY FULL (before start)", True))
     if tp.full_identity:
         return
     tp.notes.append("REPLICA IDENTITY is not FULL: every column an update sent counts as changed")
@@ -216,7 +228,7 @@ def build(folds: dict[str, TableFold], targets: dict[str, TargetTable], fkeys: l
             drift.append(Drift("missing-table", rel, None, f"no table {pol.rename_to or rel} in the target",
                                f'{_tcfg(rel)} rename-to = "schema.table"  # or ignore = true', True))
             continue
-        truncate_only = not fold.pk
+        truncate_only = fold.keyed is None
         if truncate_only:  # only a TRUNCATE was captured: no change named the key
             fold.pk = list(tp.target.primary_key)
         _map_columns(tp, cfg, _types(fold, manifest), drift)

@@ -79,9 +79,8 @@ def no_gc() -> Iterator[None]:
 
 def read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None],
          keys: dict[str, list[str]] | None = None) -> dict[str, TableFold]:
-    """Fold `rows` (commit order) into net effects per relation; keyless relations keep their
-    inserts in ``TableFold.plain``. Fills `stats`: first/last commit LSN, transactions, changes.
-    `keys`: see Folder."""
+    """Fold `rows` (commit order) into net effects per relation (see fold.Folder, also for
+    `keys`). Fills `stats`: first/last commit LSN, transactions, changes."""
     with no_gc():
         return _read(rows, stats, progress, keys)
 
@@ -89,7 +88,6 @@ def read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[s
 def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None],
           keys: dict[str, list[str]] | None) -> dict[str, TableFold]:
     folder = Folder(keys=keys)
-    folder.keyless = True
     tables = folder.tables
     relations: dict[tuple[str, str], str] = {}
     n, commit, ntx, note = 0, -1, 0, 20000
@@ -117,10 +115,6 @@ def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[
         seen = t.columns.keys()
         if not (seen >= new.keys() and seen >= old.keys()):
             _learn(t, raw, lsn)
-        if not t.pk:  # keyless: inserts kept in order; keyless.split refuses anything else
-            if action == INSERT:
-                t.plain.append(new)
-            continue
         if action == INSERT:
             pk = t.pk
             key = t.key((new[pk[0]],)) if len(pk) == 1 and pk[0] in new else None

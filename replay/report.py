@@ -27,7 +27,8 @@ def report_dict(rep: Report) -> dict[str, Any]:
                     "net": tp.counts(), "applied": rep.applied.get(tp.relation),
                     "full_identity": tp.full_identity, "notes": tp.notes}
                    for tp in p.ordered()],
-        "keyless": [{"table": rel, "insert": n, "applied": rep.applied.get(rel)}
+        "keyless": [{"table": rel, "insert": n["insert"], "update": n["update"],
+                     "delete": n["delete"], "applied": rep.applied.get(rel)}
                     for rel, n in rep.keyless.items()],
         "conflicts": [c.as_dict() for c in p.conflicts],
         "drift": [{"kind": d.kind, "table": d.relation, "column": d.column, "detail": d.detail,
@@ -56,10 +57,6 @@ def render(rep: Report, print_table: Any) -> None:
         rows.append([tp.relation, n["insert"], n["update"], n["delete"], n["noop"] + n["vanished"],
                      a.get("insert", "-"), a.get("update", "-"), a.get("delete", "-")])
     print_table(["table (FK order)", "ins", "upd", "del", "folded", "applied ins", "upd", "del"], rows)
-    for rel, n in rep.keyless.items():
-        done = rep.applied.get(rel, {}).get("insert")
-        print(f"no primary key: {rel}: {n} inserts, replayed as they came"
-              + (f" ({done} applied)" if done is not None else ""))
     for tp in p.ordered():
         for note in tp.notes:
             print(f"note: {tp.relation}: {note}")

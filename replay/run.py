@@ -8,7 +8,8 @@ stops here) → pre-images → truncates, deletes children-first, updates and in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
 from pgcarry.replay import apply, catalog, journal, keyless, reader, sequences, session, stage, txn
 from pgcarry.replay import plan as plan_mod
-from pgcarry.replay.detect import detect, insert_conflicts
+from pgcarry.replay.detect import detect, insert_conflicts, truncates
 from pgcarry.replay.fold import Folder, TableFold
 from pgcarry.replay.plan import Drift, Plan
 from pgcarry.replay.sequences import Production, ProductionSource
@@ -42,7 +43,8 @@ class Report:
     fk_checked: int = 0
     after: str | None = None
     duration_ms: int = 0
-    keyless: dict[str, int] = field(default_factory=dict)  # relation without a key -> its inserts
+    keyless: dict[str, dict[str, int]] = field(default_factory=dict)  # relation without a key:
+    # its net counts
 
     def as_dict(self) -> dict[str, Any]:
         from pgcarry.replay.report import report_dict
@@ -122,6 +124,24 @@ def _copy_checks_key(tp: plan_mod.TablePlan) -> bool:
             and t.checks_per_row(tp.key))
 
 
+def _stage(conn: psycopg.Connection, p: Plan, mode: str, dry_run: bool, say: Progress
+           ) -> list[stage.Stage]:
+    """Stage every keyed relation and ask the target for its conflicts; a relation without a
+    key has only its TRUNCATE (and, in a dry run, its predicted missing rows) to report."""
+    stages = []
+    for i, tp in enumerate(p.ordered()):
+        if tp.keyless:
+            p.conflicts += truncates(tp) + (keyless.predict(conn, tp) if dry_run else [])
+            continue
+        hold = mode == "net" and not dry_run and _copy_checks_key(tp)
+        st = stage.load(conn, tp, i, say, hold_inserts=hold)
+        say(f"staged {tp.relation}: {st.rows} net rows")
+        p.conflicts += detect(conn, st)
+        say(f"checked {tp.relation} for conflicts")
+        stages.append(st)
+    return stages
+
+
 def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], plan: Plan,
                progress: Progress) -> dict[str, dict[str, int]]:
     applied = {st.tp.relation: {"insert": 0, "update": 0, "delete": 0, "reinsert": 0} for st in stages}
@@ -133,18 +153,37 @@ def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], plan: Plan,
         if st.tp.rules.update_missing == "reinsert":
             a["reinsert"] = _step(apply.reinserts, conn, st, "reinsert", progress)
         a["insert"] = _step(lambda c, s: _insert(c, s, plan), conn, st, "insert", progress)
+    for tp in plan.ordered():
+        if tp.keyless:
+            rows = _keyless(conn, tp, progress)
+            applied[tp.relation] = rows.applied
+            plan.conflicts += rows.conflicts
     return applied
+
+
+def _keyless(conn: psycopg.Connection, tp: plan_mod.TablePlan, progress: Progress) -> keyless.Rows:
+    with _failing("replay", tp.relation):
+        rows = keyless.apply(conn, tp)
+    progress(f"replay {tp.relation} (no key): {rows.applied}")
+    return rows
+
+
+@contextmanager
+def _failing(what: str, table: str) -> Iterator[None]:
+    """A database error as a one-line ReplayError naming the step and the table."""
+    try:
+        yield
+    except psycopg.Error as e:
+        raise ReplayError(f"{what} failed: {e.diag.message_primary or e}", table=table,
+                          detail=e.diag.message_detail,
+                          hint="nothing was changed; fix the target or the policy and replay again"
+                          ) from None
 
 
 def _step(fn: Callable[[psycopg.Connection, stage.Stage], int], conn: psycopg.Connection,
           st: stage.Stage, what: str, progress: Progress) -> int:
-    try:
+    with _failing(what, st.tp.relation):
         n = fn(conn, st)
-    except psycopg.Error as e:
-        raise ReplayError(f"{what} failed: {e.diag.message_primary or e}", table=st.tp.relation,
-                          detail=e.diag.message_detail,
-                          hint="nothing was changed; fix the target or the policy and replay again"
-                          ) from None
     progress(f"replay {st.tp.relation}: {what} {n}")
     return n
 
@@ -214,7 +253,6 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         rep.after = str(after) if after else None
         stats: dict[str, Any] = {}
         txns: list[Transaction] = []
-        no_key: dict[str, Any] = {}
         manifest = log.read_manifest()
         keys = manifest.identity_keys() if manifest else {}
         if mode == "txn":
@@ -222,9 +260,6 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
             folds: dict[str, TableFold] = folder.tables
         else:
             folds = reader.read(log.raw_changes(after), stats, say, keys)
-            no_key = keyless.split(folds)
-            rep.keyless = {rel: len(f.plain) for rel, f in no_key.items()
-                           if not cfg.replay.table(rel).ignore}
         if not stats.get("transactions"):
             conn.rollback()
             rep.status = "nothing"
@@ -233,17 +268,11 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         rep.plan = p = _plan(conn, cfg, manifest, folds)
         p.first_lsn, p.last_lsn = stats["first"], stats["last"]
         p.transactions, p.changes = stats["transactions"], stats["changes"]
+        rep.keyless = {tp.relation: tp.counts() for tp in p.ordered() if tp.keyless}
         seqs, rep.production = _production(conn, p, production)
         if not dry_run:
             plan_mod.raise_blocking(p)
-        stages = []
-        for i, tp in enumerate(p.ordered()):
-            hold = mode == "net" and not dry_run and _copy_checks_key(tp)
-            st = stage.load(conn, tp, i, say, hold_inserts=hold)
-            say(f"staged {tp.relation}: {st.rows} net rows")
-            p.conflicts += detect(conn, st)
-            say(f"checked {tp.relation} for conflicts")
-            stages.append(st)
+        stages = _stage(conn, p, mode, dry_run, say)
         if dry_run:
             conn.rollback()
             rep.duration_ms = int((time.monotonic() - started) * 1000)
@@ -256,11 +285,13 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         for st in stages:
             if st.tp.relation not in truncated:
                 apply.snapshot_before(conn, st, run)
+        for tp in p.ordered():
+            if tp.keyless and tp.fold.ops and tp.relation not in truncated:
+                keyless.snapshot(conn, tp, run)
         if mode == "txn":
             rep.applied = txn.apply(conn, p, txns, say)
         else:
             rep.applied = _apply_net(conn, stages, p, say)
-            rep.applied.update(keyless.apply(conn, cfg, no_key))
         for rel in truncated:
             rep.applied.setdefault(rel, {})["truncate"] = 1
         rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))
@@ -269,7 +300,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         say(f"advanced {len(rep.sequences)} sequences")
         rep.duration_ms = int((time.monotonic() - started) * 1000)
         journal.write(conn, run, cfg.source.slot, mode, p.first_lsn, p.last_lsn, p.transactions,
-                      p.changes, {**_counts(p, rep.applied), **keyless.journal_counts(no_key, rep.applied, cfg)},
+                      p.changes, _counts(p, rep.applied),
                       [c.as_dict() for c in p.conflicts],
                       cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms,
                       {"production": {u.relation: rep.production.next.get(u.relation) for u in seqs},

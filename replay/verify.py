@@ -1,6 +1,7 @@
 """`verify`: prove the replay landed — counts reconcile with the journal, every captured row's final
-image is in the target under its policy (from the pre-replay images), no foreign-key orphans,
-sequences ahead of their columns, no masking sentinel left, and the user's SQL assertions hold.
+image is in the target under its policy (from the pre-replay images; a relation without a key:
+its rows, image by image), no foreign-key orphans, sequences past their columns and production's
+positions, no masking sentinel left, and the user's SQL assertions hold.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.replay import apply, catalog, journal, sequences, session, stage
+from pgcarry.replay import apply, catalog, journal, keyless, sequences, session, stage
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.fold import Folder
 from pgcarry.replay.plan import TablePlan, key_label
 from pgcarry.replay.policy import distinct_sql, merge_sql
-from pgcarry.schemas.change import ACTION_NAMES, TRUNCATE
+from pgcarry.schemas.change import ACTION_NAMES
 from pgcarry.schemas.config import Config, ReplayConfig
 from pgcarry.schemas.lsn import Lsn
 
@@ -34,23 +35,40 @@ class Check:
     detail: str = ""
 
 
-def _fold(log: ChangeLog, upto: Lsn, keys: dict[str, list[str]]
-          ) -> tuple[Folder, dict[str, Counter[str]]]:
-    """The log folded by key, and the action counts of relations without a key (insert-only)."""
-    folder, keyless = Folder(keys=keys), {}
+def _fold(log: ChangeLog, runs: list[dict[str, Any]], keys: dict[str, list[str]]
+          ) -> tuple[Folder, dict[int, Folder]]:
+    """The log up to the last run, folded; and per run, the fold of that run's own changes of
+    relations without a key (each run matched their rows against the target as it then was)."""
+    whole = Folder(keys=keys)
+    per_run = {r["id"]: Folder(keys=keys) for r in runs}
+    ends = [(Lsn.parse(r["last_lsn"]), r["id"]) for r in runs]
+    i = 0
     for t in log.transactions(None):
-        if t.commit_lsn > upto:
+        while i < len(ends) and t.commit_lsn > ends[i][0]:
+            i += 1
+        if i == len(ends):
             break
         for ch in t.changes:
-            if ch.relation in keyless or (ch.relation not in folder.tables and not ch.pk
-                                           and ch.action != TRUNCATE and ch.relation not in keys):
-                keyless.setdefault(ch.relation, Counter())[ACTION_NAMES[ch.action]] += 1
-            else:
-                folder.add(ch)
-    return folder, keyless
+            whole.add(ch)
+            if not ch.pk and ch.relation not in keys:
+                per_run[ends[i][1]].add(ch)
+    return whole, per_run
 
 
-def _counts(runs: list[dict[str, Any]], folder: Folder, keyless: dict[str, Counter[str]]) -> list[Check]:
+def _keyless(conn: psycopg.Connection, tp: TablePlan, runs: list[dict[str, Any]],
+             per_run: dict[int, Folder]) -> Check:
+    parts = []
+    for r in runs:
+        fold = per_run[r["id"]].tables.get(tp.source)
+        if fold is not None:
+            decided = {c["lsn"]: c["decision"] for c in r["conflicts"] if c["table"] == tp.relation
+                       and c["kind"] in ("update-missing", "delete-missing")}
+            parts.append((r["id"], fold, decided))
+    ok, detail = keyless.check(conn, tp, parts)
+    return Check("final rows", tp.relation, ok, detail)
+
+
+def _counts(runs: list[dict[str, Any]], folder: Folder) -> list[Check]:
     out = []
     journaled: dict[str, Counter[str]] = {}
     for r in runs:
@@ -65,7 +83,6 @@ def _counts(runs: list[dict[str, Any]], folder: Folder, keyless: dict[str, Count
                     out.append(Check("counts", rel, False, f"run {r['id']}: applied+skipped != net "
                                      f"for {', '.join(bad)} (net {n}, applied {a}, skipped {s})"))
     logged = {rel: {ACTION_NAMES[a]: n for a, n in t.captured.items()} for rel, t in folder.tables.items()}
-    logged.update({rel: dict(c) for rel, c in keyless.items()})
     for rel, log_counts in sorted(logged.items()):
         jc = dict(journaled.get(rel, {}))
         ok = jc == log_counts
@@ -179,16 +196,16 @@ def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
             return [Check("journal", "pgcarry.replay_journal", False,
                           f"no replay of slot {cfg.source.slot} recorded in the target")]
         manifest = log.read_manifest()
-        folder, keyless = _fold(log, Lsn.parse(runs[-1]["last_lsn"]),
-                                manifest.identity_keys() if manifest else {})
-        checks = _counts(runs, folder, keyless)
+        folder, per_run = _fold(log, runs, manifest.identity_keys() if manifest else {})
+        checks = _counts(runs, folder)
         rcfg = ReplayConfig.model_validate(runs[-1]["policy"])
         rels = [rcfg.table(r).rename_to or r for r in folder.tables]
         targets = catalog.read_tables(conn, rels)
         fkeys = catalog.read_foreign_keys(conn, list(targets.values()))
         p = plan_mod.build(folder.tables, targets, fkeys, rcfg, manifest)
         for i, tp in enumerate(p.ordered()):
-            checks.append(_images(conn, stage.load(conn, tp, i)))
+            checks.append(_keyless(conn, tp, runs, per_run) if tp.keyless
+                          else _images(conn, stage.load(conn, tp, i)))
         for fk in apply.touching(fkeys, set(p.tables)):
             found = apply.orphans(conn, fk, MAX_LISTED)
             checks.append(Check("foreign key", fk.child, not found,
