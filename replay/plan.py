@@ -4,6 +4,7 @@ schema difference and (once the target was asked) every conflict and the decisio
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,8 @@ from pgcarry.schemas.manifest import Manifest
 
 @dataclass
 class Drift:
-    kind: str  # missing-table | missing-column | key-differs | type-change | new-column | generated
+    kind: str  # missing-table | missing-column | key-differs | type-change | new-column |
+    # ignored-column | renamed-column | needs-full-identity | sequence-unreadable
     relation: str
     column: str | None
     detail: str
@@ -148,29 +150,43 @@ class Plan:
 
 
 def _tcfg(rel: str) -> str:
-    return f'[replay.tables."{rel}"]'
+    return f"[replay.tables.{json.dumps(rel)}]"
 
 
-def _map_columns(tp: TablePlan, cfg: ReplayConfig, types: dict[str, str], drift: list[Drift]) -> None:
+def _missing_column(tp: TablePlan, col: str, name: str, at_t0: bool) -> Drift:
+    assert tp.target is not None
+    why = "" if at_t0 else f"production added column {col} during capture (it is not in the T0 manifest); "
+    c = json.dumps(col)
+    return Drift("missing-column", tp.source, col, f"{why}the target {tp.target.relation} has no column {name}",
+                 f'{_tcfg(tp.source)} ignore-columns = [{c}]  # or rename-columns = {{ {c} = "..." }}',
+                 blocking=True)
+
+
+def _map_columns(tp: TablePlan, cfg: ReplayConfig, types: dict[str, str], t0: set[str] | None,
+                 drift: list[Drift]) -> None:
+    """Map each captured column (`types`; `t0`: those the manifest knew) onto the target's."""
     t = tp.target
     assert t is not None
     pol = cfg.table(tp.source)
     for col, typ in types.items():
         if col in pol.ignore_columns:
+            drift.append(Drift("ignored-column", tp.source, col,
+                               "production's values of this column are dropped (ignore-columns)"))
             continue
         name = pol.rename_columns.get(col, col)
         tc = t.columns.get(name)
+        if name != col and tc is not None:
+            drift.append(Drift("renamed-column", tp.source, col,
+                               f"production's values of this column go to {name} (rename-columns)"))
         if tc is None:
-            drift.append(Drift("missing-column", tp.source, col, f"the target {t.relation} has no column {name}",
-                               f'{_tcfg(tp.source)} ignore-columns = ["{col}"]  # or rename-columns = {{ {col} = "..." }}',
-                               blocking=True))
+            drift.append(_missing_column(tp, col, name, t0 is None or col in t0))
         elif tc.generated:
             tp.notes.append(f"{name} is generated in the target: not replayed")
         else:
             tp.colmap[col] = name
             if typ and tc.type != typ:
                 drift.append(Drift("type-change", tp.source, col, f"{typ} -> {tc.type} (cast through text)",
-                                   f'{_tcfg(tp.source)} ignore-columns = ["{col}"]'))
+                                   f"{_tcfg(tp.source)} ignore-columns = [{json.dumps(col)}]"))
     mapped = set(tp.colmap.values())
     for name, tc in t.columns.items():
         if name not in mapped and not tc.generated and types:
@@ -206,12 +222,14 @@ def _identity(tp: TablePlan, manifest: Manifest | None, drift: list[Drift]) -> N
                                f"ALTER TABLE {tp.source} REPLICA IDENTITY FULL (before start)", True))
 
 
-def _types(fold: TableFold, manifest: Manifest | None) -> dict[str, str]:
+def _types(fold: TableFold, manifest: Manifest | None) -> tuple[dict[str, str], set[str] | None]:
+    """Every captured column and its type (the manifest's, else wal2json's), and the columns the
+    manifest knew at T0 (None without a manifest)."""
     info = manifest.tables.get(fold.relation) if manifest else None
     types = {c.name: c.type for c in info.columns if not c.generated} if info else {}
     for name, typ in fold.columns.items():
         types.setdefault(name, typ)
-    return types
+    return types, ({c.name for c in info.columns} if info else None)
 
 
 def build(folds: dict[str, TableFold], targets: dict[str, TargetTable], fkeys: list[ForeignKey],
@@ -231,7 +249,7 @@ def build(folds: dict[str, TableFold], targets: dict[str, TargetTable], fkeys: l
         truncate_only = fold.keyed is None
         if truncate_only:  # only a TRUNCATE was captured: no change named the key
             fold.pk = list(tp.target.primary_key)
-        _map_columns(tp, cfg, _types(fold, manifest), drift)
+        _map_columns(tp, cfg, *_types(fold, manifest), drift)
         if truncate_only:  # the (empty) staging table still needs the key its joins read
             tp.colmap.update({k: k for k in fold.pk if k not in tp.colmap})
         _check_key(tp, drift)
