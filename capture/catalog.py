@@ -1,5 +1,6 @@
 """Catalog reads on the source: which relations to capture and what they look like (key, replica
-identity, columns and types, foreign keys). Used by init, preflight and the manifest.
+identity and its index, columns and types, foreign keys, triggers). Used by init, preflight and
+the manifest.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ WHERE i.indrelid = %s AND i.indisreplident
 ORDER BY k.ord
 """
 
+_TRIGGERS = """
+SELECT tgname FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal ORDER BY tgname
+"""
+
 _FKEYS = """
 SELECT con.conname, rn.nspname, rc.relname, con.condeferrable,
        ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
@@ -92,6 +97,7 @@ def read_relation(conn: psycopg.Connection, oid: int, schema: str, name: str, id
         schema_name=schema, name=name, primary_key=pk,
         replica_identity=_IDENTITY.get(ident, ident), columns=cols, foreign_keys=fks,
     )
+    info.triggers = [r[0] for r in conn.execute(_TRIGGERS, (oid,)).fetchall()]
     if info.replica_identity == "index":  # wal2json's pk is empty then: the index is the key
         info.identity_key = [r[0] for r in conn.execute(_IDENTITY_INDEX, (oid,)).fetchall()]
     return Relation(info=info, oid=oid)

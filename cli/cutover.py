@@ -60,6 +60,14 @@ def _dry_run(cfg, test: str, as_json: bool, allow_incomplete: bool) -> int:  # t
     return 0
 
 
+def _check_triggers(cfg, test: str) -> None:  # type: ignore[no-untyped-def]
+    """fire-triggers names, against the test database (what production becomes), before the fence."""
+    from pgcarry.replay import session, triggers
+
+    with session.connect(test) as conn:
+        triggers.check(conn, cfg.replay)
+
+
 def run(args: argparse.Namespace) -> int:
     """Overwrite production with the test database and replay the log, in resumable phases."""
     from pgcarry.cutover.phases import Cutover
@@ -78,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         cut_state = (log.get_state("cutover") or {}).get("phases") or {}
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete,
                         source="overwrite" not in cut_state)
+        _check_triggers(cfg, args.test)
         mode = "cmd" if args.fence_cmd or args.unfence_cmd else args.fence
         cut = Cutover(cfg, log, args.test, fence=mode, commands=(args.fence_cmd, args.unfence_cmd),
                       say=(lambda s: None) if args.json else progress)

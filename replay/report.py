@@ -36,6 +36,7 @@ def report_dict(rep: Report) -> dict[str, Any]:
         "sequences": [{"sequence": s, "value": v} for s, v in rep.sequences],
         "production_sequences": {"next": rep.production.next, "unknown": rep.production.unknown},
         "foreign_keys_checked": rep.fk_checked,
+        "triggers": [t.as_dict() for t in rep.triggers if t.listed],
     })
     return out
 
@@ -75,8 +76,21 @@ def render(rep: Report, print_table: Any) -> None:
             print(f"  [{mark}] {d.kind} {d.relation}{col}: {d.detail}")
             if d.resolve:
                 print(f"          resolve with: {d.resolve}")
+    _triggers(rep)
     if rep.sequences:
         print("\nsequences advanced: " + ", ".join(f"{s}={v}" for s, v in rep.sequences))
     if rep.production.unknown:
         print(f"note: sequences were moved past the largest value present only: "
               f"{rep.production.unknown}")
+
+
+def _triggers(rep: Report) -> None:
+    listed = [t for t in rep.triggers if t.listed]
+    if listed:
+        print("\ntriggers on replayed tables that production lacks, or that fire during replay:")
+    for t in listed:
+        where = {False: "only on the test side", True: "also on production",
+                 None: "production's not recorded"}[t.production]
+        how = ("fires (fire-triggers)" if t.named else "fires (ENABLE ALWAYS/REPLICA)" if t.fires
+               else "does not fire; name it in fire-triggers to fire it")
+        print(f"  {t.relation}.{t.name}: {where}; {how}")

@@ -18,12 +18,14 @@ from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay import apply, catalog, journal, keyless, reader, sequences, session, stage, txn
+from pgcarry.replay import (apply, catalog, journal, keyless, reader, sequences, session, stage,
+                            triggers, txn)
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.detect import detect, insert_conflicts, truncates
 from pgcarry.replay.fold import Folder, TableFold
 from pgcarry.replay.plan import Drift, Plan
 from pgcarry.replay.sequences import Production, ProductionSource
+from pgcarry.replay.triggers import Trigger
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
 from pgcarry.schemas.config import Config
 from pgcarry.schemas.manifest import Manifest
@@ -40,6 +42,7 @@ class Report:
     applied: dict[str, dict[str, int]] = field(default_factory=dict)
     sequences: list[tuple[str, int]] = field(default_factory=list)  # moved: (sequence, last value)
     production: Production = field(default_factory=Production)  # its positions replay used
+    triggers: list[Trigger] = field(default_factory=list)  # on the replayed tables
     fk_checked: int = 0
     after: str | None = None
     duration_ms: int = 0
@@ -246,6 +249,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         # the fold's sorts stay in memory; temp tables (before any is touched) stay in local buffers
         conn.execute("SET LOCAL work_mem = '256MB'")
         conn.execute("SET LOCAL temp_buffers = '256MB'")
+        triggers.check(conn, cfg.replay)
         if not dry_run:
             journal.ensure(conn)
             _replica_role(conn)
@@ -269,6 +273,8 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         p.first_lsn, p.last_lsn = stats["first"], stats["last"]
         p.transactions, p.changes = stats["transactions"], stats["changes"]
         rep.keyless = {tp.relation: tp.counts() for tp in p.ordered() if tp.keyless}
+        rep.triggers = triggers.read(conn, {tp.relation: (tp.target.oid, tp.source)
+                                            for tp in p.ordered() if tp.target}, cfg.replay, manifest)
         seqs, rep.production = _production(conn, p, production)
         if not dry_run:
             plan_mod.raise_blocking(p)
@@ -281,6 +287,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         run = journal.next_run(conn)
         if p.order.deferred_cycles:
             conn.execute("SET CONSTRAINTS ALL DEFERRED")
+        switched = triggers.fire(conn, rep.triggers)
         truncated = _truncate(conn, p, run, mode == "net")
         for st in stages:
             if st.tp.relation not in truncated:
@@ -298,6 +305,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         say(f"checked {rep.fk_checked} foreign keys")
         rep.sequences = sequences.advance(conn, seqs, rep.production)
         say(f"advanced {len(rep.sequences)} sequences")
+        triggers.restore(conn, switched)
         rep.duration_ms = int((time.monotonic() - started) * 1000)
         journal.write(conn, run, cfg.source.slot, mode, p.first_lsn, p.last_lsn, p.transactions,
                       p.changes, _counts(p, rep.applied),

@@ -32,6 +32,8 @@ class TableInfo(BaseModel):
     columns: list[Column]
     foreign_keys: list[ForeignKey] = Field(default_factory=list)
     masked_columns: list[str] = Field(default_factory=list)
+    triggers: list[str] | None = None  # production's own triggers (None: a log from before they
+    # were recorded)
 
     @property
     def qualified(self) -> str:
