@@ -8,6 +8,7 @@ import argparse
 from pgcarry.changelog import integrity
 from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
 from pgcarry.errors import ConfigError, VerifyError
+from pgcarry.replay.report import conflict_line
 
 NAME = "cutover"
 
@@ -32,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
 def _render(rep: dict) -> None:  # type: ignore[type-arg]
     print_table(["phase", "status", "seconds"], [[p["phase"], p["status"], p["seconds"]]
                                                   for p in rep["phases"]])
+    replayed = next((p["detail"] for p in rep["phases"] if p["phase"] == "replay"), None) or {}
+    for c in replayed.get("conflicts") or []:
+        print(f"conflict: {conflict_line(c)}")
     print(f"\ndowntime (fence to unfence): {rep['downtime_seconds']} s")
     if rep["backup"]:
         print(f"backup: {rep['backup']}")

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pgcarry.replay.run import Report
 
+from pgcarry.replay.plan import key_label
+
 MAX_LISTED = 50  # conflicts printed on a terminal; --json lists all
+
+
+def conflict_line(c: dict[str, Any]) -> str:
+    """One conflict, as --json holds it, for a person."""
+    key = tuple(c["key"]) if isinstance(c["key"], list) else c["key"]
+    column = f" {c['column']}" if c["column"] else ""
+    return f"{c['table']} {key_label(key)} {c['kind']}{column}: {c['decision']}"
 
 
 def report_dict(rep: Report) -> dict[str, Any]:
