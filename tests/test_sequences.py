@@ -102,3 +102,17 @@ def test_a_sequence_the_source_role_cannot_read_blocks_replay(source_dsn, target
     assert res.returncode == 4 and "billing.accounts_id_seq" in res.stderr
     assert "GRANT SELECT ON SEQUENCE" in res.stderr
     assert query(target_dsn, "SELECT to_regclass('pgcarry.replay_journal')") == [(None,)]
+
+
+def test_positions_production_cannot_tell_are_unknown_not_guessed(source_dsn):
+    """An unreachable source, or a source that is the target itself (overwritten by hand), gives
+    no positions and says why; replay then moves sequences past the values present only."""
+    from pgcarry.replay.sequences import from_source
+
+    execute(source_dsn, "CREATE SEQUENCE s")
+    assert from_source(source_dsn, source_dsn)(["public.s"]).unknown.startswith(
+        "the source is the target database itself")
+    gone = from_source("host=127.0.0.1 port=1 dbname=x connect_timeout=2", source_dsn)(["public.s"])
+    assert gone.next == {} and gone.unknown.startswith("the source could not be read")
+    assert from_source(source_dsn, make_conninfo(source_dsn, dbname="postgres"))(
+        ["public.s"]).next == {"public.s": 1}
