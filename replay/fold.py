@@ -216,14 +216,7 @@ class Folder:
         if any(c not in old for c in new):
             t.partial_old = True
         if not t.pk:
-            full = {**old, **new}  # unchanged TOAST is in the old image only
-            at = t.take(old) if full != old else None
-            if full == old:
-                t.noop += 1
-            elif at is None:
-                t.ops.append(KeylessOp(UPDATE, lsn, old, full))
-            else:
-                t.put(full, at)
+            self._keyless_update(t, lsn, old, {**old, **new})  # unchanged TOAST: from old
             return
         old_key = self._key(t, old, lsn) if old else self._key(t, new, lsn)
         new_key = t.key(tuple([new.get(c, k) for c, k in zip(t.pk, old_key)]))
@@ -244,6 +237,17 @@ class Folder:
         prev.last_lsn, prev.events = lsn, prev.events + 1
         if prev.op == UPDATE:
             prev.changed = _changed(prev.base, prev.new, t.pk)
+
+    @staticmethod
+    def _keyless_update(t: TableFold, lsn: int, old: dict[str, Any], full: dict[str, Any]) -> None:
+        if full == old:
+            t.noop += 1
+            return
+        at = t.take(old)
+        if at is None:
+            t.ops.append(KeylessOp(UPDATE, lsn, old, full))
+        else:
+            t.put(full, at)
 
     def delete(self, t: TableFold, lsn: int, old: dict[str, Any]) -> None:
         if not t.pk:

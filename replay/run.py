@@ -44,6 +44,7 @@ class Report:
     production: Production = field(default_factory=Production)  # its positions replay used
     triggers: list[Trigger] = field(default_factory=list)  # on the replayed tables
     fk_checked: int = 0
+    run: int = 0  # the journal row's id
     after: str | None = None
     duration_ms: int = 0
     keyless: dict[str, dict[str, int]] = field(default_factory=dict)  # relation without a key:
@@ -237,6 +238,16 @@ def _production(conn: psycopg.Connection, p: Plan, source: ProductionSource | No
     return seqs, prod
 
 
+def _open(conn: psycopg.Connection, cfg: Config, dry_run: bool) -> None:
+    # the fold's sorts stay in memory; temp tables (before any is touched) stay in local buffers
+    conn.execute("SET LOCAL work_mem = '256MB'")
+    conn.execute("SET LOCAL temp_buffers = '256MB'")
+    triggers.check(conn, cfg.replay)
+    if not dry_run:
+        journal.ensure(conn)
+        _replica_role(conn)
+
+
 def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,
            progress: Progress | None = None, production: ProductionSource | None = None) -> Report:
     """Apply the captured changes past the journal's position to the target database `to`;
@@ -246,13 +257,7 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
     say = progress or (lambda _text: None)
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)
     with session.connect(to) as conn:
-        # the fold's sorts stay in memory; temp tables (before any is touched) stay in local buffers
-        conn.execute("SET LOCAL work_mem = '256MB'")
-        conn.execute("SET LOCAL temp_buffers = '256MB'")
-        triggers.check(conn, cfg.replay)
-        if not dry_run:
-            journal.ensure(conn)
-            _replica_role(conn)
+        _open(conn, cfg, dry_run)
         after = journal.last_lsn(conn, cfg.source.slot)
         rep.after = str(after) if after else None
         stats: dict[str, Any] = {}
@@ -281,40 +286,55 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         stages = _stage(conn, p, mode, dry_run, say)
         if dry_run:
             conn.rollback()
-            rep.duration_ms = int((time.monotonic() - started) * 1000)
-            return rep
-        _fail_on_conflicts(p)
-        run = journal.next_run(conn)
-        if p.order.deferred_cycles:
-            conn.execute("SET CONSTRAINTS ALL DEFERRED")
-        switched = triggers.fire(conn, rep.triggers)
-        truncated = _truncate(conn, p, run, mode == "net")
-        for st in stages:
-            if st.tp.relation not in truncated:
-                apply.snapshot_before(conn, st, run)
-        for tp in p.ordered():
-            if tp.keyless and tp.fold.ops and tp.relation not in truncated:
-                keyless.snapshot(conn, tp, run)
-        if mode == "txn":
-            rep.applied = txn.apply(conn, p, txns, say)
         else:
-            rep.applied = _apply_net(conn, stages, p, say)
-        for rel in truncated:
-            rep.applied.setdefault(rel, {})["truncate"] = 1
-        rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))
-        say(f"checked {rep.fk_checked} foreign keys")
-        rep.sequences = sequences.advance(conn, seqs, rep.production)
-        say(f"advanced {len(rep.sequences)} sequences")
-        triggers.restore(conn, switched)
+            _write(conn, cfg, rep, stages, txns, seqs, say)
         rep.duration_ms = int((time.monotonic() - started) * 1000)
-        journal.write(conn, run, cfg.source.slot, mode, p.first_lsn, p.last_lsn, p.transactions,
-                      p.changes, _counts(p, rep.applied),
-                      [c.as_dict() for c in p.conflicts],
-                      cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms,
-                      {"production": {u.relation: rep.production.next.get(u.relation) for u in seqs},
-                       "unknown": rep.production.unknown, "advanced": dict(rep.sequences)})
-        say("journal written; committing")
+        if not dry_run:
+            _journal(conn, cfg, rep, seqs)
+            say("journal written; committing")
     return rep
+
+
+def _write(conn: psycopg.Connection, cfg: Config, rep: Report, stages: list[stage.Stage],
+           txns: list[Transaction], seqs: list[sequences.Used], say: Progress) -> None:
+    """Everything replay changes, after the conflict check: truncates, pre-images, the writes
+    (named triggers firing), the foreign-key check, sequences."""
+    p = rep.plan
+    assert p is not None
+    _fail_on_conflicts(p)
+    rep.run = journal.next_run(conn)
+    if p.order.deferred_cycles:
+        conn.execute("SET CONSTRAINTS ALL DEFERRED")
+    switched = triggers.fire(conn, rep.triggers)
+    truncated = _truncate(conn, p, rep.run, rep.mode == "net")
+    for st in stages:
+        if st.tp.relation not in truncated:
+            apply.snapshot_before(conn, st, rep.run)
+    for tp in p.ordered():
+        if tp.keyless and tp.fold.ops and tp.relation not in truncated:
+            keyless.snapshot(conn, tp, rep.run)
+    if rep.mode == "txn":
+        rep.applied = txn.apply(conn, p, txns, say)
+    else:
+        rep.applied = _apply_net(conn, stages, p, say)
+    for rel in truncated:
+        rep.applied.setdefault(rel, {})["truncate"] = 1
+    rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))
+    say(f"checked {rep.fk_checked} foreign keys")
+    rep.sequences = sequences.advance(conn, seqs, rep.production)
+    say(f"advanced {len(rep.sequences)} sequences")
+    triggers.restore(conn, switched)
+
+
+def _journal(conn: psycopg.Connection, cfg: Config, rep: Report, seqs: list[sequences.Used]) -> None:
+    p = rep.plan
+    assert p is not None and p.last_lsn is not None
+    journal.write(conn, rep.run, cfg.source.slot, rep.mode, p.first_lsn, p.last_lsn,
+                  p.transactions, p.changes, _counts(p, rep.applied),
+                  [c.as_dict() for c in p.conflicts],
+                  cfg.replay.model_dump(mode="json", by_alias=True), rep.duration_ms,
+                  {"production": {u.relation: rep.production.next.get(u.relation) for u in seqs},
+                   "unknown": rep.production.unknown, "advanced": dict(rep.sequences)})
 
 
 def _plan(conn: psycopg.Connection, cfg: Config, manifest: Manifest | None,

@@ -144,7 +144,6 @@ class _Applier:
         elif ch.action == DELETE:
             self.delete(tp, image)
 
-
     @staticmethod
     def keyless(rows: keyless.Rows, ch: Change) -> None:
         if ch.action == INSERT:
