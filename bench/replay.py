@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.playground import shop
+from pgcarry.progress import Progress
 from pgcarry.changelog.sqlite import SQLiteLog
 from pgcarry.playground.localpg import LocalCluster
 from pgcarry.replay import reader, replay
@@ -155,6 +156,16 @@ def _read_floor(log: SQLiteLog) -> float:
     return time.perf_counter() - t
 
 
+class _Timed(Progress):
+    """--profile: each step's note with the seconds since the round began."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def note(self, text: str) -> None:
+        print(f"  {time.perf_counter() - self.t:6.2f} {text}")
+
+
 def _round(tgt: LocalCluster, cfg: config_mod.Config, log: SQLiteLog, i: int, profile: bool
            ) -> tuple[float, float, float, float, int, int]:
     """One timing of each of (a)-(d), each of (a)-(c) on a fresh clone of the overwritten target."""
@@ -166,8 +177,7 @@ def _round(tgt: LocalCluster, cfg: config_mod.Config, log: SQLiteLog, i: int, pr
         import pstats
 
         prof = cProfile.Profile()
-        rep = prof.runcall(replay, cfg, log, a_dsn,
-                           progress=lambda m: print(f"  {time.perf_counter() - t:6.2f} {m}"))
+        rep = prof.runcall(replay, cfg, log, a_dsn, progress=_Timed(t))
         pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
     else:
         rep = replay(cfg, log, a_dsn)

@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgcarry import progress as prog
 from pgcarry.errors import PgcarryError
 from pgcarry.pgtools import pg_tool
 from pgcarry.schemas.config import MaskRule
@@ -77,13 +79,87 @@ def restore(target_dsn: str, dump_dir: Path, jobs: int) -> None:
     )
 
 
-def copy(source_dsn: str, target_dsn: str, snapshot: str | None, schemas: Iterable[str], jobs: int) -> None:
-    """Dump the captured schemas as of `snapshot` and restore them into the (empty) target."""
+_SIZES = """
+SELECT c.oid::bigint, pg_table_size(c.oid), pg_total_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%s) AND c.relkind = 'r'
+"""
+_COPYING = """
+SELECT relid::bigint, bytes_processed FROM pg_stat_progress_copy
+WHERE datname = current_database() AND command = 'COPY TO'
+"""
+_DB_SIZE = "SELECT pg_database_size(current_database())"
+
+Measure = Callable[[], int]
+
+
+@contextmanager
+def _polled(task: prog.Task, dsn: str, start: Callable[[psycopg.Connection], Measure]) -> Iterator[None]:
+    """Run the block while `start(conn)`'s measure updates `task` (only when someone sees it;
+    a source or target it cannot reach for this only goes without a figure)."""
+    if not task.shown:
+        yield
+        return
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        measure = start(conn)
+    except psycopg.Error:
+        yield
+        return
+    try:
+        with prog.watch(task, measure):
+            yield
+    finally:
+        conn.close()
+
+
+def _dumped(sizes: dict[int, int]) -> Callable[[psycopg.Connection], Measure]:
+    """pg_dump's COPY TO per table as the source reports it, each up to the table's size; a
+    table no longer copying counts whole."""
+    def start(conn: psycopg.Connection) -> Measure:
+        copying: dict[int, int] = {}
+        finished: set[int] = set()
+
+        def measure() -> int:
+            now = {oid: n for oid, n in conn.execute(_COPYING).fetchall() if oid in sizes}
+            finished.update(copying.keys() - now.keys())
+            copying.clear()
+            copying.update(now)
+            return sum(sizes[o] for o in finished) + sum(min(n, sizes[o]) for o, n in now.items())
+        return measure
+    return start
+
+
+def _restored(conn: psycopg.Connection) -> Measure:
+    """The target database's growth since the restore began."""
+    base = conn.execute(_DB_SIZE).fetchone()[0]  # type: ignore[index]
+    return lambda: max(0, conn.execute(_DB_SIZE).fetchone()[0] - base)  # type: ignore[index]
+
+
+def _sizes(dsn: str, schemas: list[str]) -> dict[int, tuple[int, int]]:
+    """Per table: its size (heap + TOAST) and its total size (with indexes), from the source."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        return {oid: (t, total) for oid, t, total in conn.execute(_SIZES, (schemas,)).fetchall()}
+
+
+def copy(source_dsn: str, target_dsn: str, snapshot: str | None, schemas: Iterable[str], jobs: int,
+         progress: prog.Progress = prog.NULL) -> None:
+    """Dump the captured schemas as of `snapshot` and restore them into the (empty) target. The
+    amounts shown are estimates: the dump against the tables' sizes on the source, the restore
+    (the target's growth) against their sizes with indexes."""
+    names = sorted(set(schemas))
     with tempfile.TemporaryDirectory(prefix="pgcarry-dump-") as tmp:
         os.chmod(tmp, 0o700)
         out = Path(tmp) / "dump"
-        dump(source_dsn, snapshot, schemas, out, jobs)
-        restore(target_dsn, out, jobs)
+        with progress.task("copy: dump", unit=prog.BYTES) as task:
+            sizes = _sizes(source_dsn, names) if task.shown else {}
+            task.update(0, sum(t for t, _ in sizes.values()))
+            with _polled(task, source_dsn, _dumped({o: t for o, (t, _) in sizes.items()})):
+                dump(source_dsn, snapshot, names, out, jobs)
+        total = sum(n for _, n in sizes.values())
+        with progress.task("copy: restore", total=total, unit=prog.BYTES) as task, \
+                _polled(task, target_dsn, _restored):
+            restore(target_dsn, out, jobs)
 
 
 def _split(relation: str) -> tuple[str, str]:

@@ -18,10 +18,11 @@ import psycopg
 import psycopg2
 import psycopg2.errors
 
-from pgcarry.capture import replication
+from pgcarry import progress as prog
+from pgcarry.capture import forecast, replication
 from pgcarry.capture.metrics import Metrics
 from pgcarry.changelog import ChangeLog
-from pgcarry.errors import LogFullError, LogUnavailableError, SlotError
+from pgcarry.errors import LogError, LogFullError, LogUnavailableError, SlotError
 from pgcarry.schemas.change import Change
 from pgcarry.schemas.dsn import redact
 from pgcarry.schemas.lsn import Lsn
@@ -79,11 +80,14 @@ class Progress:
 class Capture:
     def __init__(
         self, dsn: str, slot: str, changelog: ChangeLog, options: dict[str, str],
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, progress: prog.Progress = prog.NULL,
+        wal_samples: bool = True,
     ) -> None:
         self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, options
-        self.metrics = metrics
+        self.metrics, self.reporter = metrics, progress
         self.progress = Progress()
+        self.wal = forecast.WalSamples.from_state(changelog.get_state(forecast.SAMPLES_KEY))
+        self._next_sample = 0.0 if wal_samples else float("inf")  # off: no connection but the stream
         self._conn: psycopg2.extensions.connection | None = None
         self._cur: psycopg2.extras.ReplicationCursor | None = None
         self._in_txn = False
@@ -213,17 +217,38 @@ class Capture:
                 return
             select.select([self._conn], [], [], 0.1)
 
+    def sample_wal(self) -> None:
+        """At most once per forecast.SAMPLE_INTERVAL, between transactions: store the source's
+        pg_current_wal_lsn() with the time in the log's state, from which `status` and the
+        metrics tell the WAL rate. A failure only skips the sample."""
+        if self._in_txn or time.monotonic() < self._next_sample:
+            return
+        self._next_sample = time.monotonic() + forecast.SAMPLE_INTERVAL
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            assert row is not None
+            self.wal.add(time.time(), Lsn.parse(row[0]).value)
+            self.log.set_state(forecast.SAMPLES_KEY, self.wal.to_state())
+        except (psycopg.Error, LogError) as e:
+            log.debug("WAL sample skipped: %s", redact(str(e)))
+
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, until: Lsn | None = None, stop: Callable[[], bool] = lambda: False) -> Progress:
-        """Stream until `stop()` is true or the log is complete up to `until`. Reconnects with
-        capped backoff when the source goes away; a lost slot is fatal (SlotError)."""
+        """Stream until `stop()` is true or the log is complete up to `until` (the WAL left to it
+        is shown as a task). Reconnects with capped backoff when the source goes away; a lost
+        slot is fatal (SlotError)."""
         backoff = BACKOFF_START
         self.until = until
+        drain = prog.NULL.task("capture")  # the daemon itself runs for days: no amount to show
         if until is not None:
             confirmed, _ = slot_position(self.dsn, self.slot)
             if confirmed is not None:
                 self._advance(confirmed)
                 self.progress.confirmed = confirmed
+            start = (self.progress.position or until).value
+            drain = self.reporter.task(f"drain to {until}", total=max(until.value - start, 0),
+                                       unit=prog.BYTES)
         while not stop():
             try:
                 if self._conn is None:
@@ -233,6 +258,9 @@ class Capture:
                     break
                 if self.step() == 0 and until is not None:
                     self.request_position()
+                if until is not None and self.progress.position is not None:
+                    drain.update(min(self.progress.position.value, until.value) - start)
+                self.sample_wal()
             except LogFullError as e:
                 log.warning("change log cannot be written, confirming nothing; re-reading the slot in "
                             "%.1fs: %s", backoff, e)
@@ -249,6 +277,7 @@ class Capture:
                 self.close()
                 backoff = self._wait(backoff, stop)
         self._finish()
+        drain.close()
         return self.progress
 
     def _reached(self, until: Lsn) -> bool:

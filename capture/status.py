@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 
+from pgcarry.capture import forecast as fc
 from pgcarry.changelog import ChangeLog
+from pgcarry.schemas.config import DEFAULT_SLOT_WARNING_HOURS
+from pgcarry.schemas.lsn import Lsn
 
 _SLOT = """
 SELECT active, active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
        pg_current_wal_lsn()::text,
        pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, safe_wal_size
 FROM pg_replication_slots WHERE slot_name = %s
 """
 
@@ -23,16 +27,50 @@ def slot_state(dsn: str, slot: str) -> dict[str, Any]:
         if row is None:
             current = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
             return {"name": slot, "exists": False, "current_lsn": current[0] if current else None}
-    active, pid, wal_status, confirmed, restart, current, lag, held = row
+    active, pid, wal_status, confirmed, restart, current, lag, held, safe = row
     return {
         "name": slot, "exists": True, "active": active, "active_pid": pid,
         "wal_status": wal_status, "confirmed_flush_lsn": confirmed, "restart_lsn": restart,
         "current_lsn": current, "lag_bytes": lag, "wal_held_bytes": held,
-        "lost": wal_status == "lost",
+        "safe_wal_bytes": safe, "lost": wal_status == "lost",
     }
 
 
-def status(changelog: ChangeLog, dsn: str | None, slot: str) -> dict[str, Any]:
+def slot_forecast(changelog: ChangeLog, dsn: str, s: dict[str, Any], warning_hours: float
+                  ) -> dict[str, Any]:
+    """safe_wal_size, the WAL rate (the daemon's samples over the last hour, else the server's
+    average since its statistics were reset) and the seconds left before invalidation."""
+    now, lsn = time.time(), Lsn.parse(s["current_lsn"]).value
+    rate = fc.WalSamples.from_state(changelog.get_state(fc.SAMPLES_KEY)).rate(now, lsn)
+    out: dict[str, Any] = {"safe_wal_bytes": s["safe_wal_bytes"], "warning_seconds": warning_hours * 3600}
+    if rate is not None:
+        out.update(wal_rate_bytes_per_second=round(rate[0], 1),
+                   rate_source=f"capture samples over the last {fc.human_seconds(rate[1])}")
+    elif s["safe_wal_bytes"] is not None:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            avg = fc.average_rate(conn)
+        if avg is not None:
+            out.update(wal_rate_bytes_per_second=round(avg[0], 1),
+                       rate_source=f"the server's average since {avg[1]} (pg_stat_wal)")
+    seconds = fc.estimate(s["safe_wal_bytes"], out.get("wal_rate_bytes_per_second"))
+    out["invalidation_seconds"] = None if seconds is None else round(seconds, 1)
+    out["at_risk"] = seconds is not None and seconds < out["warning_seconds"]
+    return out
+
+
+def _at_risk(slot: str, f: dict[str, Any]) -> str:
+    fix = "keep `pgcarry capture` running, cut over sooner, or raise max_slot_wal_keep_size"
+    if f["safe_wal_bytes"] <= 0:
+        return (f"SLOT AT RISK: slot {slot} holds back more WAL than max_slot_wal_keep_size allows; "
+                f"the next checkpoint invalidates it -- {fix}")
+    return (f"SLOT AT RISK: at {fc.human_bytes(f['wal_rate_bytes_per_second'])}/s of WAL "
+            f"({f['rate_source']}) the source invalidates slot {slot} in "
+            f"{fc.human_seconds(f['invalidation_seconds'])} unless capture keeps it advancing "
+            f"(safe_wal_size {fc.human_bytes(f['safe_wal_bytes'])}) -- {fix}")
+
+
+def status(changelog: ChangeLog, dsn: str | None, slot: str,
+           warning_hours: float = DEFAULT_SLOT_WARNING_HOURS) -> dict[str, Any]:
     summary = changelog.summary()
     manifest = changelog.read_manifest()
     out: dict[str, Any] = {
@@ -81,4 +119,8 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str) -> dict[str, Any]:
         )
     elif not s["exists"] and manifest is not None and not changelog.get_state("slot_dropped"):
         out["warnings"].append(f"SLOT MISSING: {slot} does not exist on the source; capture cannot continue")
+    elif s["exists"]:
+        s["forecast"] = slot_forecast(changelog, dsn, s, warning_hours)
+        if s["forecast"]["at_risk"]:
+            out["warnings"].append(_at_risk(slot, s["forecast"]))
     return out

@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 import psycopg
 from psycopg2 import sql as sql2
 
+from pgcarry import progress as prog
 from pgcarry.capture import copy as copy_mod
-from pgcarry.capture import preflight, replication
+from pgcarry.capture import forecast, preflight, replication
 from pgcarry.capture.catalog import Relation
 from pgcarry.changelog import ChangeLog
 from pgcarry.errors import LogError
@@ -55,14 +56,19 @@ def start(
     jobs: int = 2,
     set_replica_identity: bool = False,
     hold: Callable[[str], None] | None = None,
-    report: Callable[[str], None] = lambda s: None,
+    progress: prog.Progress = prog.NULL,
+    warn: Callable[[str], None] = log.warning,
 ) -> Manifest:
     """Run T0 and return the manifest written to the log `open_log()` opens (after preflight,
     so a refusal creates nothing). `hold(snapshot)` (for --snapshot-only) is called while the
-    snapshot is valid and returns once the user's dump has finished."""
+    snapshot is valid and returns once the user's dump has finished. `warn` hears, before the
+    slot exists, what the source's max_slot_wal_keep_size means for the capture."""
     slot, dsn = cfg.source.slot, cfg.source.dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         rels = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity)
+        warning = forecast.start_warning(conn)
+        if warning:
+            warn(warning)
         sysid, dbname = conn.execute(
             "SELECT system_identifier::text, current_database() FROM pg_control_system()"
         ).fetchone()  # type: ignore[misc]
@@ -72,28 +78,28 @@ def start(
                 "the change log already holds a manifest (a capture was started before)",
                 hint="use that capture, or `pgcarry drop --yes` and remove the log to start over",
             )
-        return _t0(cfg, changelog, rels, sysid, dbname, copy_to, jobs, hold, report)
+        return _t0(cfg, changelog, rels, sysid, dbname, copy_to, jobs, hold, progress)
 
 
 def _t0(
     cfg: Config, changelog: ChangeLog, rels: list[Relation], sysid: str, dbname: str,
     copy_to: str | None, jobs: int, hold: Callable[[str], None] | None,
-    report: Callable[[str], None],
+    progress: prog.Progress,
 ) -> Manifest:
     slot, dsn = cfg.source.slot, cfg.source.dsn
     options = replication.plugin_options((r.info.schema_name, r.info.name) for r in rels)
     repl = replication.connect(dsn)
     try:
         consistent_point, snapshot = _create_slot(repl, slot)
-        report(f"slot {slot} created at {consistent_point}, snapshot {snapshot}")
+        progress.note(f"slot {slot} created at {consistent_point}, snapshot {snapshot}")
         masked: dict[str, list[str]] = {}
         try:
             if copy_to:
-                report(f"copying {len(rels)} tables to {safe_dsn(copy_to)} with {jobs} jobs")
-                copy_mod.copy(dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs)
+                progress.note(f"copying {len(rels)} tables to {safe_dsn(copy_to)} with {jobs} jobs")
+                copy_mod.copy(dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs, progress)
                 if cfg.mask:
                     masked = copy_mod.mask(copy_to, cfg.mask)
-                    report(f"masked {sum(len(v) for v in masked.values())} columns")
+                    progress.note(f"masked {sum(len(v) for v in masked.values())} columns")
             elif hold is not None:
                 hold(snapshot)
             tables = {}

@@ -9,11 +9,13 @@ import time
 
 from pgcarry.capture.daemon import Capture, slot_position
 from pgcarry.cli.common import add_common, load_config, log_for, print_json
+from pgcarry.cli.progress import for_output
 from pgcarry.changelog.integrity import NEW_T0, note_slot
 from pgcarry.errors import ConfigError, LogError, LogIncompleteError, SlotError
 from pgcarry.schemas.lsn import Lsn
 
 NAME = "capture"
+METRICS_POLL = 5.0  # seconds between two looks at the slot for the metrics
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -36,15 +38,22 @@ def _target(arg: str | None, dsn: str, slot: str) -> Lsn | None:
         raise ConfigError(f"--until: {e}") from None
 
 
-def _poll_slot(metrics, dsn: str, slot: str, stopped: threading.Event) -> None:  # type: ignore[no-untyped-def]
+def _poll_slot(metrics, dsn: str, slot: str, wal, stopped: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    from pgcarry.capture.forecast import estimate
     from pgcarry.capture.status import slot_state
 
-    while not stopped.wait(10):
+    while True:
         try:
             s = slot_state(dsn, slot)
             metrics.slot(s.get("lag_bytes"), s.get("wal_held_bytes"))
+            if s["exists"]:
+                measured = wal.rate(time.time(), Lsn.parse(s["current_lsn"]).value)
+                rate = measured[0] if measured else None
+                metrics.forecast(s["safe_wal_bytes"], rate, estimate(s["safe_wal_bytes"], rate))
         except Exception:  # noqa: BLE001 - metrics must never stop capture
             pass
+        if stopped.wait(METRICS_POLL):
+            return
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
             from pgcarry.capture.metrics import Metrics
 
             metrics = Metrics(cfg.capture.metrics_port)
-            threading.Thread(target=_poll_slot, args=(metrics, cfg.source.dsn, cfg.source.slot, stopping),
-                             daemon=True).start()
-        cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest.plugin_options, metrics)
+        cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest.plugin_options, metrics,
+                      for_output(args.json))
+        if metrics:
+            threading.Thread(target=_poll_slot, daemon=True, args=(
+                metrics, cfg.source.dsn, cfg.source.slot, cap.wal, stopping)).start()
         t0 = time.monotonic()
         try:
             prog = cap.run(until=until, stop=stopping.is_set)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 
 from pgcarry.changelog import integrity
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
+from pgcarry.cli.common import (add_common, add_report, load_config, log_for, print_json, print_table,
+                                write_report)
+from pgcarry.cli.progress import for_output
 from pgcarry.errors import ConfigError, VerifyError
 from pgcarry.replay.report import conflict_line
 
@@ -27,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
                    help="experts: cut over with a log whose slot was lost (changes after it are lost)")
     p.add_argument("--yes", action="store_true", help="really do it (the overwrite is destructive)")
     p.add_argument("--dry-run", action="store_true", help="print the phases and the replay plan")
+    add_report(p)
     return p
 
 
@@ -77,15 +80,19 @@ def run(args: argparse.Namespace) -> int:
     from pgcarry.cutover.phases import Cutover
 
     cfg = load_config(args)
+    if args.dry_run and args.report:
+        raise ConfigError("--report describes a cutover that ran", hint="drop --dry-run, or use "
+                          "`pgcarry rehearse --report FILE`")
     if args.dry_run:
         return _dry_run(cfg, args.test, args.json, args.allow_incomplete)
     if not args.yes:
         raise ConfigError("cutover fences and overwrites production",
                           hint="check it with --dry-run (or `pgcarry rehearse`), then pass --yes")
+    shown = for_output(args.json)
     with log_for(cfg) as log:
         stopped = log.lock().stop_holder()
-        if stopped is not None and not args.json:
-            progress(f"stopped the capture daemon (pid {stopped}); the cutover drains the slot itself")
+        if stopped is not None:
+            shown.note(f"stopped the capture daemon (pid {stopped}); the cutover drains the slot itself")
         lock = log.lock().acquire()
         cut_state = (log.get_state("cutover") or {}).get("phases") or {}
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete,
@@ -93,14 +100,19 @@ def run(args: argparse.Namespace) -> int:
         _check_triggers(cfg, args.test)
         mode = "cmd" if args.fence_cmd or args.unfence_cmd else args.fence
         cut = Cutover(cfg, log, args.test, fence=mode, commands=(args.fence_cmd, args.unfence_cmd),
-                      say=(lambda s: None) if args.json else progress)
+                      say=shown.note, progress=shown)
         try:
             rep = cut.run()
         except VerifyError:
             rep = cut.report()
-            print_json(rep) if args.json else _render(rep)
+            _show(args, rep, shown.note)
             raise
         finally:
             lock.release()
-    print_json(rep) if args.json else _render(rep)
+    _show(args, rep, shown.note)
     return 0
+
+
+def _show(args: argparse.Namespace, rep: dict, note) -> None:  # type: ignore[no-untyped-def, type-arg]
+    print_json(rep) if args.json else _render(rep)
+    write_report(args, "cutover", rep, note)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from pgcarry.capture.init_config import generate
+from pgcarry.cli.common import config_path
 from pgcarry.errors import ConfigError
 from pgcarry.schemas import config as config_mod
 
@@ -15,7 +15,6 @@ NAME = "init"
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(NAME, help="write a commented pgcarry.toml from the source catalog")
-    p.add_argument("--config", default=config_mod.DEFAULT_CONFIG, help="file to write (default: %(default)s)")
     p.add_argument("--source", required=True, help="source DSN")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     return p
@@ -23,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
 
 def run(args: argparse.Namespace) -> int:
     """Write a commented pgcarry.toml from the source catalog."""
-    path = Path(args.config)
+    path = config_path(args, write=True)
     if path.exists() and not args.force:
         raise ConfigError(f"{path} exists", hint="pass --force to overwrite it")
     text = generate(args.source)

@@ -13,7 +13,9 @@ import os
 import sys
 
 from pgcarry import __version__
+from pgcarry.cli.common import CONFIG_ENV
 from pgcarry.errors import PgcarryError
+from pgcarry.schemas.config import DEFAULT_CONFIG
 from pgcarry.schemas.dsn import redact
 
 VERBS = ["init", "start", "capture", "status", "drop", "replay", "verify", "cutover", "rehearse", "demo"]
@@ -30,17 +32,30 @@ def _load_verbs() -> list:  # type: ignore[type-arg]
     return mods
 
 
+def _add_globals(p: argparse.ArgumentParser) -> None:
+    """The flags every verb takes before or after its name. Their defaults are SUPPRESS so that a
+    flag given after the verb wins over one given before it, and an absent one changes nothing;
+    an absent --config falls back to $PGCARRY_CONFIG, then pgcarry.toml (cli/common.config_path)."""
+    if "--config" not in p._option_string_actions:
+        p.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="FILE",
+                       help=f"config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
+    p.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log progress details")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgcarry",
         description="Carry every production write across a test copy -> production overwrite.",
     )
     parser.add_argument("--version", action="version", version=f"pgcarry {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show the traceback of an error")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    _add_globals(parser)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for mod in _load_verbs():
         p = mod.add_parser(sub)
+        _add_globals(p)
         p.set_defaults(func=mod.run)
     return parser
 
@@ -51,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.traceback = getattr(args, "traceback", False)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

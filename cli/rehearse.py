@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 
 from pgcarry.changelog import integrity
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, progress
+from pgcarry.cli.common import (add_common, add_report, load_config, log_for, print_json, print_table,
+                                write_report)
+from pgcarry.cli.progress import for_output
 from pgcarry.errors import VerifyError
 
 NAME = "rehearse"
@@ -20,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p.add_argument("--allow-incomplete", action="store_true",
                    help="experts: rehearse with a log whose slot was lost")
     p.add_argument("--keep", action="store_true", help="keep the scratch database afterwards")
+    add_report(p)
     return p
 
 
@@ -30,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     with log_for(cfg, readonly=True) as log:
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete)
-        rep = rehearse(cfg, log, args.test, scratch=args.scratch, keep=args.keep,
-                       say=(lambda s: None) if args.json else progress)
+        shown = for_output(args.json)
+        rep = rehearse(cfg, log, args.test, scratch=args.scratch, keep=args.keep, say=shown.note,
+                       progress=shown)
     if args.json:
         print_json(rep)
     else:
@@ -43,4 +47,5 @@ def run(args: argparse.Namespace) -> int:
         for f in rep["failed"]:
             print(f"verify FAILED: {f}")
         print(f"scratch: {rep['scratch']} ({'kept' if rep['kept'] else 'dropped'})")
+    write_report(args, "rehearse", rep, shown.note)
     return 0 if rep["ok"] else VerifyError.exit_code

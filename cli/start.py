@@ -7,7 +7,8 @@ import signal
 import sys
 
 from pgcarry.capture.t0 import start
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, progress
+from pgcarry.cli.common import add_common, load_config, log_for, print_json, warn
+from pgcarry.cli.progress import for_output
 
 NAME = "start"
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         jobs=cfg.copy_.jobs,
         set_replica_identity=args.set_replica_identity,
         hold=_hold if args.snapshot_only else None,
-        report=progress if not args.json else (lambda s: None),
+        progress=for_output(args.json), warn=warn,
     )
     if args.json:
         print_json(manifest.model_dump(mode="json"))

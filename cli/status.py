@@ -3,37 +3,49 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from pgcarry.capture.forecast import human_bytes, human_seconds
 from pgcarry.capture.status import status
-from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table
+from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table, warn
 
 NAME = "status"
+EXIT_SLOT_AT_RISK = 6  # the slot's estimated time to invalidation is below the warning threshold
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(NAME, help="show what was captured, the slot's state and the daemon's health")
     add_common(p, source=True)
     p.add_argument("--offline", action="store_true", help="read only the log, do not contact the source")
+    p.add_argument("--slot-warning-hours", type=float, metavar="H",
+                   help="exit 6 when the slot would be invalidated within H hours "
+                        "(default: [capture] slot-warning-hours, 6)")
     return p
 
 
 def _human(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    return "-" if n is None else human_bytes(n)
+
+
+def _forecast_line(f: dict) -> str:  # type: ignore[type-arg]
+    if f["safe_wal_bytes"] is None:
+        return "no limit (max_slot_wal_keep_size = -1)"
+    rate = f.get("wal_rate_bytes_per_second")
+    left = f["invalidation_seconds"]
+    return (f"safe_wal_size {_human(f['safe_wal_bytes'])}; WAL rate "
+            + (f"{_human(rate)}/s ({f['rate_source']})" if rate is not None else "unknown")
+            + "; invalidated in " + ("-" if left is None else human_seconds(left))
+            + (" -- AT RISK" if f["at_risk"] else ""))
 
 
 def run(args: argparse.Namespace) -> int:
     """Show what was captured, the slot's state and the daemon's health."""
-    cfg = load_config(args, {"source": {"dsn": args.source}})
+    cfg = load_config(args, {"source": {"dsn": args.source},
+                             "capture": {"slot-warning-hours": args.slot_warning_hours}})
     with log_for(cfg, readonly=True) as changelog:
-        out = status(changelog, None if args.offline else cfg.source.dsn, cfg.source.slot)
+        out = status(changelog, None if args.offline else cfg.source.dsn, cfg.source.slot,
+                     cfg.capture.slot_warning_hours)
     lost = bool(out.get("slot") and out["slot"].get("lost")) or bool(out.get("incomplete"))
+    at_risk = bool(((out.get("slot") or {}).get("forecast") or {}).get("at_risk"))
     if args.json:
         print_json(out)
     else:
@@ -50,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
                   f"wal_status {s['wal_status']}, confirmed_flush_lsn {s['confirmed_flush_lsn']}")
             print(f"capture lag   {_human(s['lag_bytes'])} behind {s['current_lsn']}; "
                   f"WAL held back {_human(s['wal_held_bytes'])}")
+            if "forecast" in s:
+                print(f"slot safety   {_forecast_line(s['forecast'])}")
         elif s:
             print(f"slot          {s['name']}: does not exist")
     for w in out["warnings"]:
-        print(f"pgcarry: WARNING: {w}", file=sys.stderr)
-    return 3 if lost else 0
+        warn(w)
+    return 3 if lost else EXIT_SLOT_AT_RISK if at_risk else 0

@@ -14,11 +14,12 @@ from typing import Any
 
 import psycopg
 
+from pgcarry import progress as prog
 from pgcarry.capture.copy import run_tool
 from pgcarry.capture.daemon import Capture, slot_position
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.cutover import fence as fence_mod
-from pgcarry.cutover import unmask
+from pgcarry.cutover import report_html, unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError, PgcarryError, SlotError, VerifyError
 from pgcarry.replay import replay, sequences
@@ -35,8 +36,10 @@ STATE_KEY = "cutover"
 class Cutover:
     def __init__(self, cfg: Config, log: ChangeLog, test_dsn: str, *, fence: str = "read-only",
                  say: Callable[[str], None] = lambda s: None, fail_before: str | None = None,
-                 commands: tuple[str | None, str | None] = (None, None)) -> None:
+                 commands: tuple[str | None, str | None] = (None, None),
+                 progress: prog.Progress = prog.NULL) -> None:
         self.cfg, self.log, self.test, self.fence_mode, self.say = cfg, log, test_dsn, fence, say
+        self.progress = progress
         self.prod = fence_mod.writable(cfg.source.dsn)
         self.manifest = log.read_manifest()
         if self.manifest is None:
@@ -91,7 +94,8 @@ class Cutover:
             self.state["fence_lsn"] = str(slot_position(self.cfg.source.dsn, self.cfg.source.slot)[1])
             self._save()
         until = Lsn.parse(self.state["fence_lsn"])
-        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options)
+        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options,
+                      progress=self.progress, wal_samples=False)  # inside the fence: nothing extra
         prog = cap.run(until=until)
         # behind the fence, before the overwrite replaces them: production's sequence positions
         self.state["sequences"] = sequences.read(self.prod).as_state()
@@ -127,11 +131,11 @@ class Cutover:
         return {"schemas": schemas, "from": safe_dsn(self.test)}
 
     def _replay(self) -> Any:
-        rep = replay(self.cfg, self.log, self.prod,
+        rep = replay(self.cfg, self.log, self.prod, progress=self.progress,
                      production=lambda _names: Production.from_state(self.state.get("sequences")))
         d = rep.as_dict()
         return {"status": rep.status, "conflicts": (d.get("conflicts") or [])[:200],
-                "applied": d.get("applied")}
+                "applied": d.get("applied"), "tables": report_html.tables(d)}
 
     def _unmask(self) -> Any:
         return {"restored": unmask.restore(self.prod, self.manifest)}
@@ -190,11 +194,15 @@ class Cutover:
     def report(self) -> dict[str, Any]:
         st = self.state
         phases = [{"phase": p, "status": st["phases"].get(p, {}).get("status", "pending"),
+                   "started": st["phases"].get(p, {}).get("started"),
                    "seconds": st["phases"].get(p, {}).get("seconds"),
                    "detail": st["phases"].get(p, {}).get("detail")} for p in PHASES]
+        replayed = st["phases"].get("replay", {}).get("detail") or {}
         down = None
         if st.get("fenced_at"):
             down = round((st.get("unfenced_at") or time.time()) - st["fenced_at"], 3)
         return {"complete": all(p["status"] == "done" for p in phases), "phases": phases,
                 "downtime_seconds": down, "backup": st.get("backup"), "fence_lsn": st.get("fence_lsn"),
-                "verify": st.get("verify"), "restore": self.restore_hint() if st.get("backup") else None}
+                "verify": st.get("verify"), "restore": self.restore_hint() if st.get("backup") else None,
+                "fenced_at": st.get("fenced_at"), "unfenced_at": st.get("unfenced_at"),
+                "tables": replayed.get("tables") or [], "conflicts": replayed.get("conflicts") or []}

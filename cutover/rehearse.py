@@ -12,8 +12,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry import progress as prog
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.cutover import unmask
+from pgcarry.cutover import report_html, unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError
 from pgcarry.replay import replay, sequences
@@ -35,7 +36,8 @@ def _drop_scratch(dsn: str, name: str) -> None:
 
 
 def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None = None,
-             keep: bool = False, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+             keep: bool = False, say: Callable[[str], None] = lambda s: None,
+             progress: prog.Progress = prog.NULL) -> dict[str, Any]:
     manifest = log.read_manifest()
     if manifest is None:
         raise LogError("the change log has no manifest", hint="run `pgcarry start` first")
@@ -45,9 +47,9 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
 
     def phase(label: str, fn: Callable[[], Any]) -> Any:
         say(f"rehearse: {label} ...")
-        t0 = time.monotonic()
+        started, t0 = time.time(), time.monotonic()
         result = fn()
-        phases.append({"phase": label, "seconds": round(time.monotonic() - t0, 3)})
+        phases.append({"phase": label, "started": started, "seconds": round(time.monotonic() - t0, 3)})
         return result
 
     try:
@@ -55,7 +57,8 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
         phase("overwrite", lambda: overwrite(target, test_dsn, schemas, cfg.copy_.jobs))
         phase("backup (masked values)", lambda: unmask.save(cfg.source.dsn, manifest, into=target))
         rep = phase("replay", lambda: replay(
-            cfg, log, target, production=sequences.from_source(cfg.source.dsn, target))).as_dict()
+            cfg, log, target, progress=progress,
+            production=sequences.from_source(cfg.source.dsn, target))).as_dict()
         phase("unmask", lambda: unmask.restore(target, manifest))
         checks = phase("verify", lambda: verify(cfg, log, target))
         left = unmask.check(target, manifest)
@@ -67,4 +70,4 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
     return {"ok": not failed, "scratch": safe_dsn(target), "kept": bool(scratch or keep),
             "phases": phases, "expected_downtime_seconds": round(sum(p["seconds"] for p in phases), 3),
             "conflicts": rep.get("conflicts") or [], "failed": failed,
-            "transactions": (rep.get("plan") or rep).get("transactions")}
+            "transactions": (rep.get("plan") or rep).get("transactions"), "tables": report_html.tables(rep)}

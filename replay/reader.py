@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from pgcarry import progress as prog
 from pgcarry.changelog.base import RawChange
 from pgcarry.errors import ReplayError
 from pgcarry.replay.fold import Folder, RowEffect, TableFold
@@ -77,28 +78,29 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None],
+def read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task,
          keys: dict[str, list[str]] | None = None) -> dict[str, TableFold]:
     """Fold `rows` (commit order) into net effects per relation (see fold.Folder, also for
-    `keys`). Fills `stats`: first/last commit LSN, transactions, changes."""
+    `keys`). Fills `stats`: first/last commit LSN, transactions, changes; `task` counts the
+    changes read."""
     with no_gc():
-        return _read(rows, stats, progress, keys)
+        return _read(rows, stats, task, keys)
 
 
-def _read(rows: Iterator[RawChange], stats: dict[str, Any], progress: Callable[[str], None],
+def _read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task,
           keys: dict[str, list[str]] | None) -> dict[str, TableFold]:
     folder = Folder(keys=keys)
     tables = folder.tables
     relations: dict[tuple[str, str], str] = {}
-    n, commit, ntx, note = 0, -1, 0, 20000
+    n, commit, ntx, note = 0, -1, 0, prog.EVERY
     for commit_lsn, lsn, action, schema, table, raw in rows:
         n += 1
         if commit_lsn != commit:
             commit, ntx = commit_lsn, ntx + 1
             stats.setdefault("first", Lsn(commit_lsn))
         if n == note:
-            progress(f"reading the log: {n} changes")
-            note += 20000
+            task.update(n)
+            note += prog.EVERY
         rel = relations.get((schema, table)) or relations.setdefault((schema, table), f"{schema}.{table}")
         if action == TRUNCATE:
             folder.truncate(folder.table(rel, action, lsn, list), lsn)

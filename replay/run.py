@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry import progress as prog
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
 from pgcarry.replay import (apply, catalog, journal, keyless, reader, sequences, session, stage,
@@ -29,9 +30,6 @@ from pgcarry.replay.triggers import Trigger
 from pgcarry.schemas.change import ACTION_NAMES, Transaction
 from pgcarry.schemas.config import Config
 from pgcarry.schemas.manifest import Manifest
-
-Progress = Callable[[str], None]
-
 
 @dataclass
 class Report:
@@ -57,7 +55,7 @@ class Report:
 
 
 def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any],
-               keys: dict[str, list[str]]) -> tuple[Folder, list[Transaction]]:
+               task: prog.Task, keys: dict[str, list[str]]) -> tuple[Folder, list[Transaction]]:
     folder = Folder(keys=keys)
     kept: list[Transaction] = []
     for t in log.transactions(after):
@@ -68,6 +66,7 @@ def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any
         plan_stats["last"] = t.commit_lsn
         plan_stats["transactions"] = plan_stats.get("transactions", 0) + 1
         plan_stats["changes"] = plan_stats.get("changes", 0) + len(changes)
+        task.update(plan_stats["changes"])
         if keep:
             t.changes = changes
             kept.append(t)
@@ -128,48 +127,48 @@ def _copy_checks_key(tp: plan_mod.TablePlan) -> bool:
             and t.checks_per_row(tp.key))
 
 
-def _stage(conn: psycopg.Connection, p: Plan, mode: str, dry_run: bool, say: Progress
+def _stage(conn: psycopg.Connection, p: Plan, mode: str, dry_run: bool, progress: prog.Progress
            ) -> list[stage.Stage]:
     """Stage every keyed relation and ask the target for its conflicts; a relation without a
     key has only its TRUNCATE (and, in a dry run, its predicted missing rows) to report."""
     stages = []
-    for i, tp in enumerate(p.ordered()):
-        if tp.keyless:
-            p.conflicts += truncates(tp) + (keyless.predict(conn, tp) if dry_run else [])
-            continue
-        hold = mode == "net" and not dry_run and _copy_checks_key(tp)
-        st = stage.load(conn, tp, i, say, hold_inserts=hold)
-        say(f"staged {tp.relation}: {st.rows} net rows")
-        p.conflicts += detect(conn, st)
-        say(f"checked {tp.relation} for conflicts")
-        stages.append(st)
+    tables = p.ordered()
+    with progress.task("replay: stage", total=sum(len(tp.fold.rows) for tp in tables)) as task:
+        for i, tp in enumerate(tables):
+            if tp.keyless:
+                p.conflicts += truncates(tp) + (keyless.predict(conn, tp) if dry_run else [])
+                continue
+            hold = mode == "net" and not dry_run and _copy_checks_key(tp)
+            before = task.done
+            st = stage.load(conn, tp, i, task, hold_inserts=hold)
+            task.update(before + len(tp.fold.rows))
+            p.conflicts += detect(conn, st)
+            stages.append(st)
     return stages
 
 
 def _apply_net(conn: psycopg.Connection, stages: list[stage.Stage], plan: Plan,
-               progress: Progress) -> dict[str, dict[str, int]]:
+               progress: prog.Progress) -> dict[str, dict[str, int]]:
     applied = {st.tp.relation: {"insert": 0, "update": 0, "delete": 0, "reinsert": 0} for st in stages}
-    for st in reversed(stages):
-        applied[st.tp.relation]["delete"] = _step(apply.deletes, conn, st, "delete", progress)
-    for st in stages:
-        a = applied[st.tp.relation]
-        a["update"] = _step(apply.updates, conn, st, "update", progress)
-        if st.tp.rules.update_missing == "reinsert":
-            a["reinsert"] = _step(apply.reinserts, conn, st, "reinsert", progress)
-        a["insert"] = _step(lambda c, s: _insert(c, s, plan), conn, st, "insert", progress)
-    for tp in plan.ordered():
-        if tp.keyless:
-            rows = _keyless(conn, tp, progress)
+    keyless_tps = [tp for tp in plan.ordered() if tp.keyless]
+    total = sum(st.rows + len(st.held) for st in stages) + sum(
+        len(tp.fold.ops) + len(tp.fold.plain) for tp in keyless_tps)
+    with progress.task("replay: apply", total=total) as task:
+        for st in reversed(stages):
+            applied[st.tp.relation]["delete"] = _step(apply.deletes, conn, st, "delete", task)
+        for st in stages:
+            a = applied[st.tp.relation]
+            a["update"] = _step(apply.updates, conn, st, "update", task)
+            if st.tp.rules.update_missing == "reinsert":
+                a["reinsert"] = _step(apply.reinserts, conn, st, "reinsert", task)
+            a["insert"] = _step(lambda c, s: _insert(c, s, plan), conn, st, "insert", task)
+        for tp in keyless_tps:
+            with _failing("replay", tp.relation):
+                rows = keyless.apply(conn, tp)
+            task.advance(len(tp.fold.ops) + len(tp.fold.plain))
             applied[tp.relation] = rows.applied
             plan.conflicts += rows.conflicts
     return applied
-
-
-def _keyless(conn: psycopg.Connection, tp: plan_mod.TablePlan, progress: Progress) -> keyless.Rows:
-    with _failing("replay", tp.relation):
-        rows = keyless.apply(conn, tp)
-    progress(f"replay {tp.relation} (no key): {rows.applied}")
-    return rows
 
 
 @contextmanager
@@ -185,10 +184,10 @@ def _failing(what: str, table: str) -> Iterator[None]:
 
 
 def _step(fn: Callable[[psycopg.Connection, stage.Stage], int], conn: psycopg.Connection,
-          st: stage.Stage, what: str, progress: Progress) -> int:
+          st: stage.Stage, what: str, task: prog.Task) -> int:
     with _failing(what, st.tp.relation):
         n = fn(conn, st)
-    progress(f"replay {st.tp.relation}: {what} {n}")
+    task.advance(n)
     return n
 
 
@@ -238,6 +237,28 @@ def _production(conn: psycopg.Connection, p: Plan, source: ProductionSource | No
     return seqs, prod
 
 
+def _changes_left(conn: psycopg.Connection, log: ChangeLog, slot: str) -> int:
+    """The changes past the journal's position: all the log holds less what the journal replayed."""
+    total = prog.total_of(log.summary().tables)
+    if not journal.exists(conn):
+        return total
+    row = conn.execute("SELECT coalesce(sum(changes), 0) FROM pgcarry.replay_journal WHERE slot = %s",
+                       (slot,)).fetchone()
+    return max(total - int(row[0] if row else 0), 0)
+
+
+def _read(conn: psycopg.Connection, cfg: Config, log: ChangeLog, after: Any, mode: str,
+          stats: dict[str, Any], progress: prog.Progress, keys: dict[str, list[str]]
+          ) -> tuple[dict[str, TableFold], list[Transaction]]:
+    with progress.task("replay: read the log", unit="changes") as task:
+        if task.shown:
+            task.update(0, _changes_left(conn, log, cfg.source.slot))
+        if mode == "txn":
+            folder, txns = _log_items(log, after, True, stats, task, keys)
+            return folder.tables, txns
+        return reader.read(log.raw_changes(after), stats, task, keys), []
+
+
 def _open(conn: psycopg.Connection, cfg: Config, dry_run: bool) -> None:
     # the fold's sorts stay in memory; temp tables (before any is touched) stay in local buffers
     conn.execute("SET LOCAL work_mem = '256MB'")
@@ -249,26 +270,23 @@ def _open(conn: psycopg.Connection, cfg: Config, dry_run: bool) -> None:
 
 
 def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,
-           progress: Progress | None = None, production: ProductionSource | None = None) -> Report:
+           progress: prog.Progress = prog.NULL, production: ProductionSource | None = None
+           ) -> Report:
     """Apply the captured changes past the journal's position to the target database `to`;
-    `production` tells production's sequence positions (see replay/sequences.py)."""
+    `progress` sees the reading, staging and applying as tasks; `production` tells production's
+    sequence positions (see replay/sequences.py)."""
     started = time.monotonic()
     mode = mode or cfg.replay.mode
-    say = progress or (lambda _text: None)
+    say = progress.note
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)
     with session.connect(to) as conn:
         _open(conn, cfg, dry_run)
         after = journal.last_lsn(conn, cfg.source.slot)
         rep.after = str(after) if after else None
         stats: dict[str, Any] = {}
-        txns: list[Transaction] = []
         manifest = log.read_manifest()
         keys = manifest.identity_keys() if manifest else {}
-        if mode == "txn":
-            folder, txns = _log_items(log, after, True, stats, keys)
-            folds: dict[str, TableFold] = folder.tables
-        else:
-            folds = reader.read(log.raw_changes(after), stats, say, keys)
+        folds, txns = _read(conn, cfg, log, after, mode, stats, progress, keys)
         if not stats.get("transactions"):
             conn.rollback()
             rep.status = "nothing"
@@ -283,11 +301,11 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
         seqs, rep.production = _production(conn, p, production)
         if not dry_run:
             plan_mod.raise_blocking(p)
-        stages = _stage(conn, p, mode, dry_run, say)
+        stages = _stage(conn, p, mode, dry_run, progress)
         if dry_run:
             conn.rollback()
         else:
-            _write(conn, cfg, rep, stages, txns, seqs, say)
+            _write(conn, rep, stages, txns, seqs, progress)
         rep.duration_ms = int((time.monotonic() - started) * 1000)
         if not dry_run:
             _journal(conn, cfg, rep, seqs)
@@ -295,8 +313,8 @@ def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry
     return rep
 
 
-def _write(conn: psycopg.Connection, cfg: Config, rep: Report, stages: list[stage.Stage],
-           txns: list[Transaction], seqs: list[sequences.Used], say: Progress) -> None:
+def _write(conn: psycopg.Connection, rep: Report, stages: list[stage.Stage],
+           txns: list[Transaction], seqs: list[sequences.Used], progress: prog.Progress) -> None:
     """Everything replay changes, after the conflict check: truncates, pre-images, the writes
     (named triggers firing), the foreign-key check, sequences."""
     p = rep.plan
@@ -314,15 +332,16 @@ def _write(conn: psycopg.Connection, cfg: Config, rep: Report, stages: list[stag
         if tp.keyless and tp.fold.ops and tp.relation not in truncated:
             keyless.snapshot(conn, tp, rep.run)
     if rep.mode == "txn":
-        rep.applied = txn.apply(conn, p, txns, say)
+        with progress.task("replay: apply", total=len(txns), unit="transactions") as task:
+            rep.applied = txn.apply(conn, p, txns, task)
     else:
-        rep.applied = _apply_net(conn, stages, p, say)
+        rep.applied = _apply_net(conn, stages, p, progress)
     for rel in truncated:
         rep.applied.setdefault(rel, {})["truncate"] = 1
     rep.fk_checked = apply.check_foreign_keys(conn, p.fkeys, set(p.tables))
-    say(f"checked {rep.fk_checked} foreign keys")
+    progress.note(f"checked {rep.fk_checked} foreign keys")
     rep.sequences = sequences.advance(conn, seqs, rep.production)
-    say(f"advanced {len(rep.sequences)} sequences")
+    progress.note(f"advanced {len(rep.sequences)} sequences")
     triggers.restore(conn, switched)
 
 

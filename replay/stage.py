@@ -9,13 +9,14 @@ production changed it (for inserts: whether it was sent).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from pgcarry import progress as prog
 from pgcarry.replay.plan import TablePlan, bytea_text
 from pgcarry.schemas.change import INSERT, UPDATE
 
@@ -135,7 +136,7 @@ def copy_into(conn: psycopg.Connection, table: sql.Composable, columns: list[str
 
 
 def copy_rows(conn: psycopg.Connection, st: Stage, rows: Iterable[Any],
-              progress: Callable[[str], None] | None = None) -> None:
+              task: prog.Task | None = None) -> None:
     """COPY the net effects `rows` into the staging table (no-op updates are left out)."""
     k = len(st.sources)
     names = ["op", "lsn", "sig"] + [f"{p}{j}" for p in "nbx" for j in range(k)]
@@ -147,8 +148,8 @@ def copy_rows(conn: psycopg.Connection, st: Stage, rows: Iterable[Any],
                 continue
             yield build(r)
             st.rows += 1
-            if progress and st.rows % 20000 == 0:
-                progress(f"staging {st.tp.relation}: {st.rows}")
+            if task and st.rows % prog.EVERY == 0:
+                task.advance(prog.EVERY)
 
     copy_into(conn, st.ident, names, staged())
 
@@ -170,7 +171,7 @@ def copy_held(conn: psycopg.Connection, st: Stage) -> int:
 
 
 def load(conn: psycopg.Connection, tp: TablePlan, n: int,
-         progress: Callable[[str], None] | None = None, *, hold_inserts: bool = False) -> Stage:
+         task: prog.Task | None = None, *, hold_inserts: bool = False) -> Stage:
     """Create and fill the staging table of `tp`. With `hold_inserts`, net inserts stay in
     ``Stage.held`` for apply to COPY straight into the target (see apply.inserts)."""
     sources = list(tp.colmap)
@@ -180,6 +181,6 @@ def load(conn: psycopg.Connection, tp: TablePlan, n: int,
     if hold_inserts:
         st.held = [r for r in rows if r.op == INSERT]
         rows = [r for r in tp.fold.rows.values() if r.op != INSERT]
-    copy_rows(conn, st, rows, progress)
+    copy_rows(conn, st, rows, task)
     conn.execute(sql.SQL("ANALYZE {}").format(st.ident))
     return st

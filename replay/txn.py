@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgcarry import progress as prog
 from pgcarry.errors import ConflictError, ReplayError
 from pgcarry.replay import keyless
 from pgcarry.replay.plan import Plan, TablePlan, key_label
@@ -162,7 +163,7 @@ class _Applier:
 
 
 def apply(conn: psycopg.Connection, plan: Plan, txns: list[Transaction],
-          progress: Callable[[str], None]) -> dict[str, dict[str, int]]:
+          task: prog.Task) -> dict[str, dict[str, int]]:
     """Replay `txns` in commit order, one statement per change."""
     a = _Applier(conn, plan)
     for n, t in enumerate(txns, 1):
@@ -173,6 +174,6 @@ def apply(conn: psycopg.Connection, plan: Plan, txns: list[Transaction],
                 raise ReplayError(f"{ch.action} failed: {e.diag.message_primary or e}",
                                   table=ch.relation, lsn=ch.lsn,
                                   hint="nothing was changed; fix the target or the policy") from None
-        if n % 1000 == 0:
-            progress(f"replay txn {n}/{len(txns)}")
+        if n % 100 == 0:
+            task.update(n)
     return a.done()

@@ -23,6 +23,7 @@ DEFAULT_CONFIG = "pgcarry.toml"
 DEFAULT_SLOT = "pgcarry"
 DEFAULT_LOG_PATH = "pgcarry-log.db"
 DEFAULT_MASK_VALUE = "MASKED"
+DEFAULT_SLOT_WARNING_HOURS = 6.0  # `status` exits 6 when the slot's estimated life is shorter
 
 ColumnPolicy = Literal["source-wins", "target-wins", "delta"]
 InsertExists = Literal["fail", "source-wins", "target-wins"]
@@ -80,6 +81,7 @@ class CaptureConfig(_Model):
     # per relation: "default" opts out of REPLICA IDENTITY FULL (every column counts as changed)
     identity: dict[str, Literal["full", "default"]] = Field(default_factory=dict)
     metrics_port: int | None = None
+    slot_warning_hours: float = Field(default=DEFAULT_SLOT_WARNING_HOURS, ge=0)
 
     def wants(self, relation: str) -> bool:
         """True when "schema.table" matches a `tables` pattern and no `exclude` pattern."""

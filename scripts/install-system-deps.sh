@@ -3,6 +3,8 @@
 set -euo pipefail
 want=(postgresql-15 postgresql-15-wal2json python3-venv)
 [ "${PGCARRY_NO_KAFKA:-0}" = 1 ] || want+=(maven default-jre-headless)
+# the HTML report's tests render it in a real headless browser
+[ "${PGCARRY_NO_BROWSER:-0}" = 1 ] || want+=(chromium)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
