@@ -1,5 +1,7 @@
-"""The test copy: pg_dump with the slot's exported snapshot -> pg_restore into the target, then
-the masking rules on the target. Passwords reach pg_dump/pg_restore through the environment.
+"""The test copy: pg_dump with the slot's exported snapshot -> pg_restore into the target in
+sections: the schema (pre-data), the rows (data), the masking rules, then indexes, constraints and
+triggers (post-data): a masked key and its references are rewritten before any constraint exists,
+and no trigger fires. Passwords reach pg_dump/pg_restore through the environment.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcarry import progress as prog
+from pgcarry.capture import mask as mask_mod
 from pgcarry.errors import PgcarryError
 from pgcarry.pgtools import pg_tool
-from pgcarry.schemas.config import MaskRule
 from pgcarry.schemas.dsn import redact, safe_dsn
+from pgcarry.schemas.manifest import TableInfo
 
 
 def libpq_env(dsn: str) -> tuple[str, dict[str, str]]:
@@ -59,8 +62,11 @@ def _existing_schemas(dsn: str) -> set[str]:
         return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
 
 
-def restore(target_dsn: str, dump_dir: Path, jobs: int) -> None:
-    """pg_restore the dump, skipping CREATE SCHEMA for schemas the target already has (public)."""
+def restore(target_dsn: str, dump_dir: Path, jobs: int, between: Callable[[], None] | None = None
+            ) -> None:
+    """pg_restore the dump, skipping CREATE SCHEMA for schemas the target already has (public):
+    pre-data, data, then `between()` (the masks), then post-data. Should the data or `between`
+    fail, the restored tables are emptied again: no unmasked row stays behind."""
     listing = subprocess.run(
         [pg_tool("pg_restore"), "-l", str(dump_dir)], capture_output=True, text=True, check=True
     ).stdout
@@ -71,12 +77,22 @@ def restore(target_dsn: str, dump_dir: Path, jobs: int) -> None:
     ]
     list_file = dump_dir.parent / "restore.list"
     list_file.write_text("\n".join(keep) + "\n")
-    run_tool(
-        "pg_restore",
-        ["-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
-         "-L", str(list_file), str(dump_dir)],
-        target_dsn,
-    )
+
+    def section(name: str) -> None:
+        run_tool("pg_restore", ["-j", str(jobs), "--no-owner", "--no-privileges", "--exit-on-error",
+                                f"--section={name}", "-L", str(list_file), str(dump_dir)], target_dsn)
+
+    before = _tables(target_dsn)
+    section("pre-data")
+    try:
+        section("data")
+        if between is not None:
+            between()
+    except BaseException:
+        if between is not None:
+            _empty(target_dsn, _tables(target_dsn) - before)
+        raise
+    section("post-data")
 
 
 _SIZES = """
@@ -142,11 +158,27 @@ def _sizes(dsn: str, schemas: list[str]) -> dict[int, tuple[int, int]]:
         return {oid: (t, total) for oid, t, total in conn.execute(_SIZES, (schemas,)).fetchall()}
 
 
+def _tables(dsn: str) -> set[tuple[str, str]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {(r[0], r[1]) for r in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg\\_%'").fetchall()}
+
+
+def _empty(dsn: str, tables: set[tuple[str, str]]) -> None:
+    if tables:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier(*t) for t in sorted(tables))))
+
+
 def copy(source_dsn: str, target_dsn: str, snapshot: str | None, schemas: Iterable[str], jobs: int,
-         progress: prog.Progress = prog.NULL) -> None:
-    """Dump the captured schemas as of `snapshot` and restore them into the (empty) target. The
-    amounts shown are estimates: the dump against the tables' sizes on the source, the restore
-    (the target's growth) against their sizes with indexes."""
+         between: Callable[[], None] | None = None, progress: prog.Progress = prog.NULL) -> None:
+    """Dump the captured schemas as of `snapshot` and restore them into the (empty) target,
+    running `between()` after the rows and before the indexes and constraints. The amounts shown
+    are estimates: the dump against the tables' sizes on the source, the restore (the target's
+    growth) against their sizes with indexes."""
     names = sorted(set(schemas))
     with tempfile.TemporaryDirectory(prefix="pgcarry-dump-") as tmp:
         os.chmod(tmp, 0o700)
@@ -159,35 +191,30 @@ def copy(source_dsn: str, target_dsn: str, snapshot: str | None, schemas: Iterab
         total = sum(n for _, n in sizes.values())
         with progress.task("copy: restore", total=total, unit=prog.BYTES) as task, \
                 _polled(task, target_dsn, _restored):
-            restore(target_dsn, out, jobs)
+            restore(target_dsn, out, jobs, between)
 
 
-def _split(relation: str) -> tuple[str, str]:
-    schema, _, table = relation.rpartition(".")
-    return (schema or "public"), table
-
-
-def mask(target_dsn: str, rules: list[MaskRule]) -> dict[str, list[str]]:
-    """Apply the masking rules to the copy; return the masked columns by "schema.table"."""
-    masked: dict[str, list[str]] = {}
+def mask(target_dsn: str, tables: list[TableInfo], salt: str | None) -> int:
+    """Apply the masks the preflight recorded to the copy's rows, all in one transaction (a rule
+    never half-applies), one UPDATE per table; return the number of masked columns."""
+    n = 0
     with psycopg.connect(target_dsn) as conn:
-        for rule in rules:
-            schema, table = _split(rule.table)
-            col = sql.Identifier(rule.column)
-            if rule.regex is not None:
-                expr = sql.SQL("regexp_replace({}, %s, %s)").format(col)
-                params: tuple[str, ...] = (rule.regex, rule.replace or "")
-            else:
-                expr, params = sql.SQL("%s"), (rule.value or "",)
-            stmt = sql.SQL("UPDATE {}.{} SET {} = {} WHERE {} IS NOT NULL").format(
-                sql.Identifier(schema), sql.Identifier(table), col, expr, col
-            )
+        mask_mod.load_salt(conn, salt)
+        for t in tables:
+            if not t.masks:
+                continue
+            ident = sql.Identifier(t.schema_name, t.name)
+            types = mask_mod.column_types(conn, ident)
+            sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(
+                sql.Identifier(m.column), mask_mod.expression(
+                    mask_mod.MaskSpec.of(m.kind, m.options), sql.Identifier(m.column), types[m.column]))
+                for m in t.masks)
             try:
-                conn.execute(stmt, params)
+                conn.execute(sql.SQL("UPDATE {} SET {}").format(ident, sets))
             except psycopg.Error as e:
                 raise PgcarryError(
-                    f"masking {rule.table}.{rule.column} failed: {e.diag.message_primary or e}",
-                    hint="check the [[mask]] rule's table, column and pattern",
+                    f"masking {t.qualified} failed: {e.diag.message_primary or e}",
+                    hint="the copied rows were removed; check the [[mask]] rules of the table",
                 ) from None
-            masked.setdefault(f"{schema}.{table}", []).append(rule.column)
-    return masked
+            n += len(t.masks)
+    return n

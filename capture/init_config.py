@@ -1,5 +1,6 @@
 """Write a commented pgcarry.toml from the source catalog: what would be captured, what cannot be
-captured safely and why, and suggested `delta` and masking columns (commented out)."""
+captured safely and why, and suggested `delta` columns and masking rules (commented out; a key,
+unique or referenced column gets a salted kind that keeps its values distinct)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from datetime import datetime, timezone
 
 import psycopg
 
+from pgcarry.capture import mask_plan
 from pgcarry.capture.catalog import Relation, relations
 from pgcarry.schemas.config import DEFAULT_LOG_PATH, DEFAULT_SLOT
 from pgcarry.schemas.dsn import safe_dsn
 
 _DELTA_NAME = re.compile(r"stock|quantity|count|balance", re.IGNORECASE)
 _INT_TYPES = ("smallint", "integer", "bigint", "numeric")
-_PII_NAME = re.compile(r"email|phone|card|holder|ssn|address", re.IGNORECASE)
+_PII_NAME = re.compile(r"mail|phone|mobile|card|holder|(^|_)name($|_)|firstname|lastname|fullname|"
+                       r"address|birth|ssn|iban", re.IGNORECASE)
+_TEXT = ("text", "character", "citext")
+_DATES = ("date", "timestamp")
 
 
 def _q(s: str) -> str:
@@ -29,7 +34,54 @@ def delta_candidates(rel: Relation) -> list[str]:
     ]
 
 
-def render(dsn: str, rels: list[Relation]) -> str:
+def _rule(col: str, typ: str, nullable: bool, key: bool) -> list[str] | None:
+    """The suggested options of a PII-looking column (None: nothing simple fits its type)."""
+    width = re.search(r"^character(?: varying)?\((\d+)\)", typ)
+    n = int(width.group(1)) if width else None
+    note = "  # unique: a salted digest keeps the values distinct" if key else ""
+    if typ == "uuid":
+        return [f'kind = "hash"{note}']
+    if typ.startswith(_TEXT):
+        if "mail" in col.lower() and (n is None or n >= 30):
+            return [f'kind = "email"{note}']
+        if key or "mail" in col.lower():
+            return None if n is not None and n < 16 else [f'kind = "hash"{note}'] + (
+                [f"length = {n}"] if n is not None and n < 32 else [])
+        if re.search("phone|mobile", col, re.IGNORECASE):
+            return ['regex = "[0-9]"', 'replace = "0"', 'flags = "g"  # keeps the shape: 000-0000-0000']
+        return ['value = "MASKED"']
+    if typ.startswith(_DATES) and not key:
+        return ['kind = "null"'] if nullable else ['value = "1970-01-01"']
+    return None
+
+
+def _mask_suggestions(rels: list[Relation], keys: dict[str, set[str]]) -> list[str]:
+    out = ["# Masking of the test copy (restored from production's values at cutover). The salted kinds",
+           "# (hash, email, regex with unique = true) need a salt, the same at start and at cutover:",
+           "#   export PGCARRY_MASK_SALT=\"$(openssl rand -hex 16)\"",
+           "# [masking]", "# salt = \"${PGCARRY_MASK_SALT}\"", "# Candidates:"]
+    follows = {(r.qualified, c): (fk.ref_table, p) for r in rels for fk in r.info.foreign_keys
+               for c, p in zip(fk.columns, fk.ref_columns)}
+    for r in rels:
+        for c in r.info.columns:
+            parent = follows.get((r.qualified, c.name))
+            if parent and _PII_NAME.search(parent[1]):
+                out.append(f"# ({r.qualified}.{c.name} references {'.'.join(parent)}: it takes its rule)")
+            if parent or c.generated or not _PII_NAME.search(c.name):
+                continue
+            opts = _rule(c.name, c.type, not c.not_null, c.name in keys.get(r.qualified, set()))
+            if opts:
+                out += ["# [[mask]]", f"# table = {_q(r.qualified)}", f"# column = {_q(c.name)}",
+                        *(f"# {o}" for o in opts), "#"]
+            else:
+                out.append(f"# ({r.qualified}.{c.name}, {c.type}: no simple rule fits, see README.md)")
+    return out
+
+
+def render(dsn: str, rels: list[Relation], keys: dict[str, set[str]] | None = None) -> str:
+    """The commented config; `keys` names each relation's columns in a key, a unique index or a
+    foreign key's referenced columns (they get salted kinds)."""
+    keys = keys or {}
     ok = [r for r in rels if r.capturable]
     bad = [r for r in rels if not r.capturable]
     schemas = sorted({r.info.schema_name for r in rels}) or ["public"]
@@ -71,10 +123,7 @@ def render(dsn: str, rels: list[Relation]) -> str:
         "jobs = 2",
         "",
     ]
-    pii = [(r, c.name) for r in ok for c in r.info.columns if _PII_NAME.search(c.name) and "char" in c.type + "text"]
-    out.append("# Masking of the test copy (restored from production's values at cutover). Candidates:")
-    for r, col in pii:
-        out += ["# [[mask]]", f"# table = {_q(r.qualified)}", f"# column = {_q(col)}", "# value = \"MASKED\"", "#"]
+    out += _mask_suggestions(ok, keys)
     out += ["", "[replay]", "mode = \"net\"", "# Suggested delta columns (counters: target += production's change):"]
     for r in ok:
         cols = delta_candidates(r)
@@ -93,4 +142,5 @@ def render(dsn: str, rels: list[Relation]) -> str:
 
 def generate(dsn: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return render(dsn, relations(conn))
+        rels = relations(conn)
+        return render(dsn, rels, mask_plan.key_columns(conn, rels))

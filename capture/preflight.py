@@ -7,6 +7,7 @@ fix pgcarry applies itself, and only after every other check passed.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -113,13 +114,17 @@ def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = Fal
 
 
 def check(
-    conn: psycopg.Connection, slot: str, capture: CaptureConfig, *, set_replica_identity: bool = False
+    conn: psycopg.Connection, slot: str, capture: CaptureConfig, *, set_replica_identity: bool = False,
+    more: Callable[[list[Relation]], list[Problem]] | None = None,
 ) -> list[Relation]:
-    """Run every check; on success return the captured relations, else raise PreflightError."""
+    """Run every check (and `more` on the captured relations: the masking rules); on success
+    return the captured relations, else raise PreflightError."""
     problems = _server_problems(conn, slot)
     rels = relations(conn, capture)
     table_refusals, need_full = table_problems(rels, capture, set_replica_identity)
     problems += table_refusals
+    if more is not None:
+        problems += more(rels)
     if not problems:
         plugin = _plugin_problem(conn)
         problems += [plugin] if plugin else []

@@ -14,7 +14,8 @@ from psycopg2 import sql as sql2
 
 from pgcarry import progress as prog
 from pgcarry.capture import copy as copy_mod
-from pgcarry.capture import forecast, preflight, replication
+from pgcarry.capture import forecast, mask_plan, preflight, replication
+from pgcarry.capture.mask import MaskSpec, salt_check
 from pgcarry.capture.catalog import Relation
 from pgcarry.changelog import ChangeLog
 from pgcarry.errors import LogError
@@ -65,7 +66,8 @@ def start(
     slot exists, what the source's max_slot_wal_keep_size means for the capture."""
     slot, dsn = cfg.source.slot, cfg.source.dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rels = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity)
+        rels = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity,
+                               more=lambda rels: mask_plan.check(conn, cfg.mask, rels, cfg.salt))
         warning = forecast.start_warning(conn)
         if warning:
             warn(warning)
@@ -92,20 +94,20 @@ def _t0(
     try:
         consistent_point, snapshot = _create_slot(repl, slot)
         progress.note(f"slot {slot} created at {consistent_point}, snapshot {snapshot}")
-        masked: dict[str, list[str]] = {}
+        infos = [r.info for r in rels]
         try:
             if copy_to:
                 progress.note(f"copying {len(rels)} tables to {safe_dsn(copy_to)} with {jobs} jobs")
-                copy_mod.copy(dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs, progress)
-                if cfg.mask:
-                    masked = copy_mod.mask(copy_to, cfg.mask)
-                    progress.note(f"masked {sum(len(v) for v in masked.values())} columns")
+                copy_mod.copy(
+                    dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs,
+                    lambda: progress.note(f"masked {copy_mod.mask(copy_to, infos, cfg.salt)} columns"),
+                    progress)
             elif hold is not None:
                 hold(snapshot)
-            tables = {}
-            for r in rels:
-                r.info.masked_columns = masked.get(r.qualified, [])
-                tables[r.qualified] = r.info
+            for info in infos:  # without a copy pgcarry masked nothing: nothing to restore later
+                info.masks = info.masks if copy_to else []
+                info.masked_columns = [m.column for m in info.masks]
+            tables = {i.qualified: i for i in infos}
             manifest = Manifest(
                 slot=slot,
                 plugin_options=options,
@@ -116,6 +118,8 @@ def _t0(
                 database=dbname,
                 tables=tables,
                 copy_target=safe_dsn(copy_to) if copy_to else None,
+                mask_salt_check=salt_check(cfg.salt) if any(
+                    MaskSpec.of(m.kind, m.options).salted for i in infos for m in i.masks) else None,
             )
             changelog.write_manifest(manifest)
         except BaseException:

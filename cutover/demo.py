@@ -6,6 +6,7 @@ then `cutover` and `status`. Always removes its clusters; True only when the cut
 from __future__ import annotations
 
 import random
+import secrets
 import shutil
 import tempfile
 import threading
@@ -17,12 +18,15 @@ import psycopg
 from pgcarry.playground import shop
 from pgcarry.playground.localpg import LocalCluster
 
-MASKS = """
+# The salt of a throwaway run; a real config reads it from the environment (README.md, [masking]).
+MASKS = f"""
+[masking]
+salt = "{secrets.token_hex(16)}"
+
 [[mask]]
 table = "public.profiles"
 column = "email"
-regex = "@example[.]com$"
-replace = "@masked.invalid"
+kind = "email"
 
 [[mask]]
 table = "public.profiles"

@@ -73,7 +73,7 @@ def _log_items(log: ChangeLog, after: Any, keep: bool, plan_stats: dict[str, Any
     return folder, kept
 
 
-def _replica_role(conn: psycopg.Connection) -> None:
+def replica_role(conn: psycopg.Connection) -> None:
     try:
         conn.execute("SET LOCAL session_replication_role = replica")
     except psycopg.errors.InsufficientPrivilege:
@@ -266,7 +266,7 @@ def _open(conn: psycopg.Connection, cfg: Config, dry_run: bool) -> None:
     triggers.check(conn, cfg.replay)
     if not dry_run:
         journal.ensure(conn)
-        _replica_role(conn)
+        replica_role(conn)
 
 
 def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,

@@ -11,8 +11,6 @@ not send, which a NOT NULL domain would refuse; the write into the target applie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import psycopg
 
 _TYPES = """
@@ -91,11 +89,3 @@ def facts(conn: psycopg.Connection, oids: set[int]) -> dict[int, TypeFacts]:
     memo: dict[int, bool] = {}
     return {o: TypeFacts(not _comparable(rows, o, memo), _stage_type(rows, o)) for o in oids}
 
-
-def text_compared(conn: psycopg.Connection, table: Any, columns: list[str]) -> set[str]:
-    """The columns among `columns` of relation `table` (a regclass text) that compare as text."""
-    types = dict(conn.execute(
-        "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-        "AND attname = ANY(%s) AND NOT attisdropped", (table, columns)).fetchall())
-    known = facts(conn, set(types.values()))
-    return {c for c, oid in types.items() if known[oid].text_compare}

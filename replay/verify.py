@@ -1,7 +1,8 @@
 """`verify`: prove the replay landed — counts reconcile with the journal, every captured row's final
 image is in the target under its policy (from the pre-replay images; a relation without a key:
 its rows, image by image), no foreign-key orphans, sequences past their columns and production's
-positions, no masking sentinel left, and the user's SQL assertions hold.
+positions, no masked value left on a row that existed in production (where production's values
+are kept beside the target: cutover, rehearse), and the user's SQL assertions.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.replay import apply, catalog, journal, keyless, sequences, session, stage
+from pgcarry.replay import apply, catalog, journal, keyless, pii, sequences, session, stage
 from pgcarry.replay import plan as plan_mod
 from pgcarry.replay.fold import Folder
 from pgcarry.replay.plan import TablePlan, key_label
@@ -22,6 +23,7 @@ from pgcarry.replay.policy import distinct_sql, merge_sql
 from pgcarry.schemas.change import ACTION_NAMES
 from pgcarry.schemas.config import Config, ReplayConfig
 from pgcarry.schemas.lsn import Lsn
+from pgcarry.schemas.manifest import Manifest
 
 MAX_LISTED = 5
 _id = sql.Identifier
@@ -172,20 +174,18 @@ def _assertions(conn: psycopg.Connection, cfg: Config) -> list[Check]:
     return out
 
 
-def _masks(conn: psycopg.Connection, cfg: Config) -> list[Check]:
-    out = []
-    for m in cfg.mask:
-        if m.value is None:
-            continue
-        q = sql.SQL("SELECT count(*) FROM {} WHERE {}::text = %s").format(
-            _id(*m.table.split(".", 1)), _id(m.column))
-        try:
-            with conn.transaction():
-                (n,) = conn.execute(q, (m.value,)).fetchone()  # type: ignore[misc]
-        except psycopg.Error:
-            continue  # the table or column is gone from the target: nothing masked remains
-        out.append(Check("pii guard", f"{m.table}.{m.column}", n == 0, f"{n} rows still '{m.value}'"))
-    return out
+def _pii(conn: psycopg.Connection, cfg: Config, manifest: Manifest | None) -> list[Check]:
+    """Production's values kept beside the target (a cutover or rehearsal) against the target's
+    rows: a masked value of any kind left on a row that existed in production fails."""
+    masked = pii.tables(manifest, cfg.replay) if manifest else []
+    if manifest is None or not masked:
+        return []
+    if not pii.kept(conn):
+        return [Check("pii guard", "-", True, "not checked: production's values are not kept in this "
+                      "database (cutover and rehearse check them)")]
+    pii.require_salt(manifest, cfg.salt)
+    return [Check("pii guard", rel, n == 0, f"{n} rows of production still masked" if n else
+                  "no masked value left") for rel, n in pii.remaining(conn, masked, cfg.salt).items()]
 
 
 def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
@@ -211,6 +211,6 @@ def verify(cfg: Config, log: ChangeLog, to: str) -> list[Check]:
             checks.append(Check("foreign key", fk.child, not found,
                                 f"{fk.name}: " + (f"orphans {found}" if found else "no orphans")))
         checks += _sequences(conn, [tp.target for tp in p.ordered() if tp.target], runs)
-        checks += _masks(conn, cfg) + _assertions(conn, cfg)
+        checks += _pii(conn, cfg, manifest) + _assertions(conn, cfg)
         conn.rollback()
     return checks

@@ -1,12 +1,13 @@
 """pgcarry.toml: the typed configuration every verb reads (flags override, DSNs may use ${ENV}).
 
-Keys are kebab-case in TOML (``insert-exists``); loading never reads anything but the given file
-and the environment variables a DSN names.
+Keys are kebab-case in TOML (``insert-exists``); loading never reads anything but the given file,
+the environment variables a DSN or the salt names, and PGCARRY_MASK_SALT.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
+)
 
 from pgcarry.errors import ConfigError
 from pgcarry.schemas.dsn import expand_env, redact
@@ -24,6 +27,8 @@ DEFAULT_SLOT = "pgcarry"
 DEFAULT_LOG_PATH = "pgcarry-log.db"
 DEFAULT_MASK_VALUE = "MASKED"
 DEFAULT_SLOT_WARNING_HOURS = 6.0  # `status` exits 6 when the slot's estimated life is shorter
+SALT_ENV = "PGCARRY_MASK_SALT"
+MIN_SALT_LENGTH = 16
 
 ColumnPolicy = Literal["source-wins", "target-wins", "delta"]
 InsertExists = Literal["fail", "source-wins", "target-wins"]
@@ -124,26 +129,84 @@ class CopyConfig(_Model):
     _expand = field_validator("to")(classmethod(lambda cls, v: None if v is None else _dsn(v)))
 
 
+MaskKind = Literal["value", "null", "regex", "hash", "email"]
+# the options each kind takes, with their defaults (None: required)
+MASK_OPTIONS: dict[str, dict[str, Any]] = {
+    "value": {"value": DEFAULT_MASK_VALUE},
+    "null": {},
+    "regex": {"regex": None, "replace": None, "flags": "", "unique": False, "length": 12},
+    "hash": {"prefix": "", "suffix": "", "length": 32},
+    "email": {"length": 16, "domain": "example.test", "keep-domain": False},
+}
+_DOMAIN_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
 class MaskRule(_Model):
-    """Mask one column of the test copy: a constant `value`, or regexp_replace(col, regex, replace)."""
+    """Mask one column of the test copy. `kind` defaults to "regex" when `regex` is given, else
+    "value" (the constant `value`, "MASKED" by default); see README.md, [[mask]]."""
 
     table: str
     column: str
+    kind: MaskKind | None = None
     value: str | None = None
     regex: str | None = None
     replace: str | None = None
+    flags: str | None = Field(default=None, pattern="^[gi]*$")  # regexp_replace's: g (every match), i
+    unique: bool | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    length: int | None = Field(default=None, ge=4, le=64)
+    domain: str | None = None
+    keep_domain: bool | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> MaskRule:
-        if self.regex is None and self.replace is not None:
-            raise ValueError("`replace` needs `regex`")
-        if self.regex is not None and self.value is not None:
-            raise ValueError("give either `value` or `regex` + `replace`, not both")
-        if self.regex is not None and self.replace is None:
-            raise ValueError("`regex` needs `replace`")
-        if self.regex is None and self.value is None:
+        if self.kind is None:
+            self.kind = "regex" if self.regex is not None or self.replace is not None else "value"
+        takes = MASK_OPTIONS[self.kind]
+        given = {_kebab(k): v for k, v in self.model_dump(exclude={"table", "column", "kind"}).items()
+                 if v is not None}
+        problems = [f"`{k}` does not apply to kind \"{self.kind}\" (it takes: "
+                    f"{', '.join(f'`{o}`' for o in takes) or 'no options'})" for k in given if k not in takes]
+        problems += [f"kind \"{self.kind}\" needs `{k}`" for k, d in takes.items() if d is None and k not in given]
+        if self.kind == "regex" and self.length is not None and not self.unique:
+            problems.append("`length` is the digest `unique = true` appends: it needs `unique = true`")
+        if self.kind in ("hash", "email") and (self.length or 32) < 8:
+            problems.append("a digest shorter than 8 hex characters is not a mask")
+        if self.domain is not None and not _DOMAIN_RE.match(self.domain):
+            problems.append("`domain` must be a domain name such as example.test")
+        if self.domain is not None and self.keep_domain:
+            problems.append("give either `domain` or `keep-domain = true`, not both")
+        if problems:
+            raise ValueError("\n".join(problems))
+        if self.kind == "value" and self.value is None:
             self.value = DEFAULT_MASK_VALUE
         return self
+
+    @property
+    def relation(self) -> str:
+        """The rule's table as "schema.table" (no schema: public)."""
+        return self.table if "." in self.table else f"public.{self.table}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The kind's options with their defaults filled in: what makes two rules the same mask."""
+        given = {_kebab(k): v for k, v in self.model_dump(exclude={"table", "column", "kind"}).items()}
+        return {k: given[k] if given.get(k) is not None else d for k, d in MASK_OPTIONS[str(self.kind)].items()}
+
+    @property
+    def needs_salt(self) -> bool:
+        return self.kind in ("hash", "email") or (self.kind == "regex" and bool(self.unique))
+
+
+class MaskingConfig(_Model):
+    # ${ENV} expanded; without it PGCARRY_MASK_SALT is read. Never printed, logged or stored.
+    salt: SecretStr | None = None
+
+    @field_validator("salt", mode="before")
+    @classmethod
+    def _expand_salt(cls, v: Any) -> Any:
+        return _env(v) if isinstance(v, str) else v
 
 
 class TablePolicy(_Model):
@@ -186,9 +249,38 @@ class Config(_Model):
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     copy_: CopyConfig = Field(default_factory=CopyConfig, alias="copy")
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
     mask: list[MaskRule] = Field(default_factory=list)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+
+    @model_validator(mode="after")
+    def _masks(self) -> Config:
+        if self.masking.salt is None and os.environ.get(SALT_ENV):
+            self.masking.salt = SecretStr(os.environ[SALT_ENV])
+        problems, seen = [], {}
+        for i, m in enumerate(self.mask):
+            where = f"{m.relation}.{m.column}"
+            if where in seen:
+                problems.append(f"mask.{i}: {where} has a rule already (mask.{seen[where]})")
+            seen.setdefault(where, i)
+        needs = [f"mask.{i} ({m.relation}.{m.column}, kind {m.kind})" for i, m in enumerate(self.mask)
+                 if m.needs_salt]
+        salt = self.masking.salt
+        if needs and salt is None:
+            problems.append(f"masking.salt: {needs[0]} needs a salt: export {SALT_ENV}=\"$(openssl rand "
+                            f"-hex 16)\" (keep it for the cutover) or set [masking] salt = \"${{VAR}}\"")
+        elif salt is not None and len(salt.get_secret_value()) < MIN_SALT_LENGTH:
+            problems.append(f"masking.salt: use at least {MIN_SALT_LENGTH} characters "
+                            "(e.g. openssl rand -hex 16)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def salt(self) -> str | None:
+        """The masking salt (never print it)."""
+        return self.masking.salt.get_secret_value() if self.masking.salt else None
 
 
 def _problems(err: ValidationError) -> list[str]:
@@ -198,7 +290,8 @@ def _problems(err: ValidationError) -> list[str]:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{key}: {msg}")
+        for line in msg.splitlines():  # a validator may name several problems, one per line
+            lines.append(f"{key}: {line}" if e["loc"] else line)  # top level: the line names its key
     return lines
 
 

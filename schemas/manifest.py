@@ -4,6 +4,8 @@ relation looked like then (key, replica identity, columns, foreign keys, masked 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -23,6 +25,17 @@ class ForeignKey(BaseModel):
     deferrable: bool = False
 
 
+class MaskRecord(BaseModel):
+    """A masked column of the test copy: its rule's kind and options (never the salt), so a later
+    run can compute the same mask, and how the cutover matches it back to production's values."""
+
+    column: str
+    kind: str  # value | null | regex | hash | email
+    options: dict[str, Any] = Field(default_factory=dict)
+    via: list[str] | None = None  # ["schema.table", "column"] whose rule it follows by foreign key
+    linked: bool = False  # a key or foreign-key column: restored by mapping masked values to real ones
+
+
 class TableInfo(BaseModel):
     schema_name: str
     name: str
@@ -32,6 +45,8 @@ class TableInfo(BaseModel):
     columns: list[Column]
     foreign_keys: list[ForeignKey] = Field(default_factory=list)
     masked_columns: list[str] = Field(default_factory=list)
+    masks: list[MaskRecord] = Field(default_factory=list)
+    mask_key: list[str] = Field(default_factory=list)  # what a masked row is matched on ([]: all of it)
     triggers: list[str] | None = None  # production's own triggers (None: a log from before they
     # were recorded)
 
@@ -51,6 +66,7 @@ class Manifest(BaseModel):
     database: str
     tables: dict[str, TableInfo]  # keyed "schema.table"
     copy_target: str | None = None  # DSN of the copy, password removed
+    mask_salt_check: str | None = None  # capture.mask.salt_check(): the same salt later? (not the salt)
 
     def identity_keys(self) -> dict[str, list[str]]:
         """The key of each relation captured with REPLICA IDENTITY USING INDEX (its changes name

@@ -201,24 +201,3 @@ def test_a_domain_check_the_test_side_tightened_fails_the_write(source_dsn, targ
     assert query(target_dsn, "SELECT id FROM people") == [(1,)]
     assert query(target_dsn, "SELECT to_regclass('pgcarry.replay_journal')") == [(None,)]
 
-
-def test_unmask_compares_json_as_text(target_dsn):
-    """The cutover's PII guard compares masked columns with production's kept values: a json
-    column (no `=`) compares as the text production stored."""
-    from pgcarry.cutover import unmask
-    from pgcarry.schemas.manifest import Manifest, TableInfo
-
-    execute(target_dsn, "CREATE TABLE prof (id int PRIMARY KEY, doc json, note text)",
-            "INSERT INTO prof VALUES (1, '{\"mail\":  \"a@x\"}', 'n'), (2, '{}', 'm')")
-    info = TableInfo(schema_name="public", name="prof", primary_key=["id"], replica_identity="full",
-                     columns=[], masked_columns=["doc"])
-    manifest = Manifest(slot="s", plugin_options={}, consistent_point="0/0", snapshot=None,
-                        created_at="", system_identifier="1", database="d",
-                        tables={"public.prof": info})
-    unmask.save(target_dsn, manifest)  # production's values, kept before the overwrite
-    execute(target_dsn, "UPDATE prof SET doc = '{\"mail\": \"***\"}' WHERE id = 1")  # masked copy
-    assert unmask.check(target_dsn, manifest) == {"public.prof": 1}
-    assert unmask.restore(target_dsn, manifest) == {"public.prof": 1}
-    assert query(target_dsn, "SELECT doc::text FROM prof ORDER BY id") == [
-        ('{"mail":  "a@x"}',), ("{}",)]
-    assert unmask.check(target_dsn, manifest) == {"public.prof": 0}

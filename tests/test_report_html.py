@@ -116,7 +116,7 @@ def test_rehearse_and_cutover_write_the_report(source_dsn, target_dsn, workdir, 
     dom = Dom(dump_dom(workdir / "rehearse.html"))
     assert dom.ids["summary"].startswith("outcomepassedexpected downtime, s")
     assert [p["phase"] for p in rehearsed["phases"]] == [
-        "overwrite", "backup (masked values)", "replay", "unmask", "verify"]
+        "overwrite", "backup (masked values)", "unmask", "replay", "verify"]
     assert [x for x in dom.svg_text["timeline"] if not x.endswith(" s")] == [
         p["phase"] for p in rehearsed["phases"]]
     assert "fence-marker" not in dom.ids  # a rehearsal fences nothing
