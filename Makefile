@@ -31,6 +31,7 @@ demo: setup
 bench: setup
 	$(PY) bench/capture.py
 	$(PY) bench/replay.py
+	$(PY) bench/log_size.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

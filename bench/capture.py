@@ -91,6 +91,8 @@ def main() -> int:
         print(f"pgcarry capture (SQLite log): {t_carry:.2f}s ({out['changes']} changes, "
               f"{out['transactions']} transactions)")
         print(f"ratio pgcarry / pg_recvlogical: {t_carry / t_recv:.2f} (target <= 1.5)")
+        db = sum(p.stat().st_size for p in work.glob("log.db*"))
+        print(f"  SQLite log file: {db} bytes, {db / args.rows:.0f} bytes per change")
         if kafka is not None:
             capture_kafka.drain(kafka, endpos, args.rows, t_recv, t_carry)
     return 0

@@ -27,7 +27,8 @@ def _change(seq: int, i: int) -> Change:
 
 
 def markers(bootstrap: str, txns: int, rows: int, group: int) -> float:
-    log = KafkaLog(KafkaConfig(bootstrap_servers=bootstrap, topic=f"m{txns}-{rows}"), slot="b", create=True)
+    log = KafkaLog(KafkaConfig(bootstrap_servers=bootstrap, topic=f"m{txns}-{rows}", single_broker=True),
+                   slot="b", create=True)
     t0 = time.perf_counter()
     for t in range(1, txns + 1):
         log.begin(t, Lsn(t << 20))

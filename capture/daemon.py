@@ -114,6 +114,11 @@ class Capture:
                 f"replication slot {self.slot!r} cannot stream: {redact(str(e).strip())}",
                 hint="the log is complete only up to its last position; see `pgcarry status`",
             ) from None
+        try:
+            self.log.slot_acquired()
+        except BaseException:
+            self.close()  # streamed again once the log answers
+            raise
         self._in_txn = False
 
     def close(self) -> None:
@@ -234,11 +239,14 @@ class Capture:
             log.debug("WAL sample skipped: %s", redact(str(e)))
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, *, until: Lsn | None = None, stop: Callable[[], bool] = lambda: False) -> Progress:
+    def run(self, *, until: Lsn | None = None, stop: Callable[[], bool] = lambda: False,
+            busy_timeout: float | None = None) -> Progress:
         """Stream until `stop()` is true or the log is complete up to `until` (the WAL left to it
         is shown as a task). Reconnects with capped backoff when the source goes away; a lost
-        slot is fatal (SlotError)."""
+        slot is fatal (SlotError), and so is a slot another process streams for more than
+        `busy_timeout` seconds (the cutover's drain)."""
         backoff = BACKOFF_START
+        busy_since: float | None = None
         self.until = until
         drain = prog.NULL.task("capture")  # the daemon itself runs for days: no amount to show
         if until is not None:
@@ -253,7 +261,7 @@ class Capture:
             try:
                 if self._conn is None:
                     self.connect()
-                    backoff = BACKOFF_START
+                    backoff, busy_since = BACKOFF_START, None
                 if until is not None and self._reached(until):
                     break
                 if self.step() == 0 and until is not None:
@@ -266,16 +274,24 @@ class Capture:
                             "%.1fs: %s", backoff, e)
                 self.close()  # what was not durable is re-sent from the slot's confirmed position
                 self._in_txn, self.progress.position = False, self.progress.confirmed
-                backoff = self._wait(backoff, stop)
+                backoff = self._wait(backoff, stop, self.log.keepalive)
             except LogUnavailableError as e:
                 log.warning("change log unavailable, retrying in %.1fs: %s", backoff, e)
-                backoff = self._wait(backoff, stop)
+                backoff = self._wait(backoff, stop, self.log.keepalive)
             except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as e:
                 if isinstance(e, _SLOT_GONE):
                     raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
+                if isinstance(e, psycopg2.errors.ObjectInUse) and busy_timeout is not None:
+                    busy_since = busy_since or time.monotonic()
+                    if time.monotonic() - busy_since > busy_timeout:
+                        raise SlotError(
+                            f"replication slot {self.slot!r} stayed in use by another process for "
+                            f"{busy_timeout:.0f}s: {redact(str(e).strip())}",
+                            hint="another capture daemon streams it: stop it (see `pgcarry status`), "
+                                 "then run the command again") from None
                 log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
                 self.close()
-                backoff = self._wait(backoff, stop)
+                backoff = self._wait(backoff, stop, self.log.keepalive)
         self._finish()
         drain.close()
         return self.progress
@@ -284,9 +300,10 @@ class Capture:
         return not self._in_txn and self.progress.position is not None and self.progress.position >= until
 
     @staticmethod
-    def _wait(backoff: float, stop: Callable[[], bool]) -> float:
+    def _wait(backoff: float, stop: Callable[[], bool], keepalive: Callable[[], None]) -> float:
         deadline = time.monotonic() + backoff
         while time.monotonic() < deadline and not stop():
+            keepalive()
             time.sleep(0.1)
         return min(backoff * 2, BACKOFF_MAX)
 

@@ -11,6 +11,7 @@ from pgcarry.capture import forecast as fc
 from pgcarry.changelog import ChangeLog
 from pgcarry.schemas.config import DEFAULT_SLOT_WARNING_HOURS
 from pgcarry.schemas.lsn import Lsn
+from pgcarry.errors import LogError
 
 _SLOT = """
 SELECT active, active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
@@ -69,8 +70,24 @@ def _at_risk(slot: str, f: dict[str, Any]) -> str:
             f"(safe_wal_size {fc.human_bytes(f['safe_wal_bytes'])}) -- {fix}")
 
 
+def _storage(changelog: ChangeLog, changes: int) -> dict[str, Any]:
+    """Bytes on disk, per change, and how much smaller than the uncompressed changes."""
+    size, raw = changelog.size_bytes(), changelog.raw_bytes()
+    return {
+        "size_bytes": size, "changes": changes,
+        "bytes_per_change": round(size / changes, 1) if changes else None,
+        "uncompressed_bytes": raw,
+        "compression_ratio": round(raw / size, 2) if raw and size else None,
+    }
+
+
 def status(changelog: ChangeLog, dsn: str | None, slot: str,
            warning_hours: float = DEFAULT_SLOT_WARNING_HOURS) -> dict[str, Any]:
+    try:
+        changelog.check_integrity()
+        damaged = None
+    except LogError as e:
+        damaged = e.message
     summary = changelog.summary()
     manifest = changelog.read_manifest()
     out: dict[str, Any] = {
@@ -80,25 +97,35 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str,
             "tables": len(manifest.tables), "copy_target": manifest.copy_target,
         },
         "log": {
-            "size_bytes": changelog.size_bytes(),
+            **_storage(changelog, sum(sum(c.values()) for c in summary.tables.values())),
             "transactions": summary.transactions,
             "first_commit_time": summary.first_commit_time,
             "last_commit_time": summary.last_commit_time,
             "last_commit_lsn": str(summary.last_commit_lsn) if summary.last_commit_lsn else None,
+            "holes": [{"commit_lsn": str(lsn), "read": seen, "n": n} for lsn, seen, n in summary.holes],
         },
         "daemon": {"running": False, "pid": None},
         "tables": dict(sorted(summary.tables.items())),
         "warnings": [],
+        "damaged": damaged,
     }
+    if damaged:
+        out["warnings"].append(f"LOG DAMAGED: {damaged} -- replay, rehearse and cutover refuse it")
     recorded = changelog.get_state("slot_lost")
     out["incomplete"] = recorded
     if recorded:
         out["warnings"].append(
             f"LOG INCOMPLETE: slot {recorded['slot']} was lost ({recorded['reason']}); the log ends at "
             f"{recorded.get('last_lsn') or 'its last position'} -- replay and cutover refuse; take a new T0")
-    pid = changelog.lock().held_by_other()
-    if pid is not None:
-        out["daemon"] = {"running": True, "pid": pid}
+    for lsn, seen, n in summary.holes:
+        out["warnings"].append(f"INCOMPLETE COPY: the transaction committed at {lsn} has {seen} of its {n} "
+                               "changes in the log; it is not read until capture re-sends it whole")
+    failed = changelog.get_state("capture_error")
+    if failed:
+        out["warnings"].append(f"CAPTURE STOPPED: {failed['error']}")
+    writer = changelog.active_writer()
+    if writer is not None:
+        out["daemon"] = {"running": True, "pid": writer["pid"], "host": writer["host"]}
     if manifest is not None:
         for rel in manifest.tables:
             out["tables"].setdefault(rel, {"insert": 0, "update": 0, "delete": 0, "truncate": 0})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -35,6 +36,9 @@ class LogSummary:
     last_commit_time: str | None = None
     last_commit_lsn: Lsn | None = None
     tables: Counts = field(default_factory=dict)
+    # copies whose commit marker arrived with changes missing (commit LSN, changes read, n):
+    # not complete, so not read; the re-sent copy replaces them
+    holes: list[tuple[Lsn, int, int]] = field(default_factory=list)
 
 
 class ChangeLog(ABC):
@@ -72,6 +76,12 @@ class ChangeLog(ABC):
             for ch in t.changes:
                 yield (c, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw)
 
+    def slot_acquired(self) -> None:  # noqa: B027 - a backend with one writer by construction
+        """Called when capture starts streaming the slot (no other process streams it now)."""
+
+    def keepalive(self) -> None:  # noqa: B027 - a backend without a lease
+        """Called while the writer waits (source away, backoff): keep its claim on the log."""
+
     def check_integrity(self) -> None:  # noqa: B027 - a backend without its own check
         """Raise LogError when the stored log is damaged."""
 
@@ -81,6 +91,11 @@ class ChangeLog(ABC):
 
     @abstractmethod
     def size_bytes(self) -> int: ...
+
+    def raw_bytes(self) -> int | None:
+        """The stored changes' size before compression (None when the backend does not know):
+        ``status`` prints it against ``size_bytes()`` as the compression ratio."""
+        return None
 
     # -- manifest and state ---------------------------------------------------------------------
     def read_manifest(self) -> Manifest | None:
@@ -103,6 +118,12 @@ class ChangeLog(ABC):
 
     def lock(self) -> DaemonLock:
         return DaemonLock(self.lock_path)
+
+    def active_writer(self) -> dict[str, Any] | None:
+        """The capture daemon writing this log other than this process ({"host", "pid"}), or
+        None. The SQLite log knows its own host only (its lock file)."""
+        pid = self.lock().held_by_other()
+        return None if pid is None else {"host": socket.gethostname(), "pid": pid}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -1,49 +1,59 @@
 """SQLiteLog: the embedded change log, one file in WAL mode with synchronous=FULL, mode 0600.
 
-Changes are inserted as they stream in (bounded memory for any transaction size); a transaction
-row is marked complete at its commit, and only complete rows are ever read. Empty transactions are
-not stored, but they still move the durable position.
+Changes are buffered as they stream in and stored as compressed chunks (changelog/chunk.py) of up
+to BATCH_ROWS changes, compressed on a worker thread while the daemon reads on (bounded memory for
+any transaction size); a transaction row is marked complete at its commit, and only complete rows
+are ever read. Empty transactions are not stored, but they still move the durable position.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sqlite3
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pgcarry.changelog import chunk
 from pgcarry.changelog.base import ChangeLog, LogSummary, RawChange
+from pgcarry.changelog.chunk_reader import DAMAGED_HINT as _DAMAGED_HINT
+from pgcarry.changelog.chunk_reader import ChunkReader, Dictionaries
 from pgcarry.errors import LogError, LogFullError
 from pgcarry.schemas.change import ACTION_NAMES, Change, Transaction
 from pgcarry.schemas.lsn import Lsn
 
-SCHEMA_VERSION = 1
-BATCH_ROWS = 2000  # changes buffered before one executemany
+SCHEMA_VERSION = 2  # 1: one row per change, raw JSON as text; 2: compressed chunks
+BATCH_ROWS = 2000  # changes per chunk at most ...
+BATCH_CHARS = 4 << 20  # ... and raw JSON characters (big rows make small chunks)
+MAX_PENDING = 2  # chunks being compressed at once: bounds the memory ahead of the disk
+SMALL_TXN = 1000  # transactions() hands smaller transactions' changes over as a list
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS txns (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     xid INTEGER NOT NULL,
     commit_lsn INTEGER NOT NULL UNIQUE,
     complete INTEGER NOT NULL DEFAULT 0,
     commit_time TEXT,
     n_changes INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS changes (
-    txn INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    lsn INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    schema_name TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    raw TEXT NOT NULL,
-    PRIMARY KEY (txn, seq)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    first_txn INTEGER NOT NULL,
+    last_txn INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    raw_bytes INTEGER NOT NULL,
+    dict INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dicts (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_last_txn ON chunks (last_txn);
 CREATE TABLE IF NOT EXISTS counts (
     relation TEXT NOT NULL,
     action TEXT NOT NULL,
@@ -79,6 +89,18 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
+def _version_error(path: Path, found: Any) -> LogError:
+    """Refuse a log of another format with what to do; never guess at its layout."""
+    if found == 1:
+        return LogError(
+            f"change log {path} has format 1 (one row per change, written by pgcarry before the "
+            f"compact log); this pgcarry reads format {SCHEMA_VERSION} only",
+            hint="finish this capture's replay or cutover with the pgcarry version that started it, "
+                 "or take a new T0 into a new [log] path")
+    return LogError(f"change log {path} has format {found}, this pgcarry reads format {SCHEMA_VERSION}",
+                    hint="use the pgcarry version that wrote this log")
+
+
 class SQLiteLog(ChangeLog):
     def __init__(self, path: Path, *, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -94,31 +116,44 @@ class SQLiteLog(ChangeLog):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
-            if not readonly:
-                self._db.executescript(_DDL)
-                self._check_version()
-            self._db.execute("SELECT count(*) FROM meta").fetchone()
+            self._check_version(readonly)
         except sqlite3.DatabaseError as e:
             raise LogError(f"change log {self.path} is damaged or not a pgcarry log: {e}",
                            hint="nothing was applied; restore the log file from a copy") from None
         self._txn_id: int | None = None
         self._skip = False
-        self._rows: list[tuple[Any, ...]] = []
-        self._counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._rows: list[chunk.Entry] = []
+        self._chars = 0  # raw characters in _rows
+        self._open_from: int | None = None  # where the open transaction starts in _rows
+        self._pending: deque[Future[Any]] = deque()  # chunks and dictionaries, in order
+        self._worker: ThreadPoolExecutor | None = None
+        self._packer: chunk.Packer | None = None  # made at the first write, from the stored state
+        self._sampler: chunk.Sampler | None = None  # until the dictionary is trained
+        self._counts: dict[tuple[str, str, str], int] = defaultdict(int)  # the open transaction
+        self._batch_counts: dict[tuple[str, str, str], int] = defaultdict(int)  # written at sync()
+        self._high: int | None = None  # highest commit LSN in txns: above it, begin() need not look
         self._n = 0
         self._in_write = False
         self._open: Lsn | None = None
         self._pending_commit: Lsn | None = None
         self._durable: Lsn | None = self._max_commit()
 
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    def _check_version(self, readonly: bool) -> None:
+        """A log of another format is refused before anything is read or written."""
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key='schema_version'").fetchone() if has_meta else None
+        if row is not None and json.loads(row[0]) != SCHEMA_VERSION:
+            raise _version_error(self.path, json.loads(row[0]))
+        if readonly:
+            if row is None:  # a file without the log's tables is not a pgcarry log
+                self._db.execute("SELECT 1 FROM meta, txns, chunks LIMIT 0")
+            return
+        self._db.executescript(_DDL)
         if row is None:
             self._db.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),)
-            )
-        elif json.loads(row[0]) != SCHEMA_VERSION:
-            raise LogError(f"change log {self.path} has format {row[0]}, expected {SCHEMA_VERSION}")
+                "INSERT INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
 
     def _max_commit(self) -> Lsn | None:
         row = self._db.execute("SELECT max(commit_lsn) FROM txns WHERE complete = 1").fetchone()
@@ -137,8 +172,12 @@ class SQLiteLog(ChangeLog):
         except sqlite3.Error:
             pass
         self._in_write, self._rows, self._txn_id, self._skip = False, [], None, False
-        self._open = self._pending_commit = None
+        self._chars, self._open_from = 0, None
+        self._pending.clear()  # results not stored yet: dropped with the rest
+        self._packer = self._sampler = None  # back to what is stored
+        self._open = self._pending_commit = self._high = None
         self._counts.clear()
+        self._batch_counts.clear()
         return LogFullError(f"cannot write the change log {self.path}: {e}",
                             hint="free space on its filesystem; capture resumes by itself")
 
@@ -148,30 +187,84 @@ class SQLiteLog(ChangeLog):
             self._in_write = True
 
     def _flush_rows(self) -> None:
-        if self._rows:
-            self._write()  # never autocommit: one fsync per row would crawl
-            self._db.executemany("INSERT INTO changes VALUES (?,?,?,?,?,?,?)", self._rows)
-            self._rows.clear()
+        """Hand the buffered changes to the worker as chunks. The open transaction's changes get
+        a chunk of their own: if its commit never arrives, begin() drops them without touching a
+        chunk of complete transactions."""
+        rows, cut = self._rows, self._open_from
+        if not rows:
+            return
+        self._rows, self._chars = [], 0
+        self._open_from = None if cut is None else 0
+        for part in [rows] if not cut else [p for p in (rows[:cut], rows[cut:]) if p]:
+            self._submit(self._packing().pack, part)
+
+    def _packing(self) -> chunk.Packer:
+        if self._packer is None:
+            stored = self._db.execute("SELECT id, data FROM dicts ORDER BY id DESC LIMIT 1").fetchone()
+            self._packer = chunk.Packer(stored)
+            self._sampler = None if stored else chunk.Sampler()
+        return self._packer
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="pgcarry-chunks")
+        self._pending.append(self._worker.submit(fn, *args))
+        while len(self._pending) > MAX_PENDING:
+            self._store(self._pending.popleft().result())
+
+    def _train(self) -> None:
+        """Train the dictionary on the worker: the chunks packed after it use it."""
+        assert self._sampler is not None
+        samples, self._sampler = self._sampler.samples, None
+        (next_id,) = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM dicts").fetchone()
+        self._submit(self._packing().train, next_id, samples)
+
+    def _store(self, done: chunk.Packed | chunk.Dictionary | None) -> None:
+        self._write()  # never autocommit: one fsync per chunk would crawl
+        if isinstance(done, chunk.Packed):
+            self._db.execute("INSERT INTO chunks (first_txn, last_txn, n, raw_bytes, dict, data) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (done.first_txn, done.last_txn, done.n, done.raw_bytes, done.dict_id, done.data))
+        elif done is not None:  # stored before the first chunk that uses it
+            self._db.execute("INSERT INTO dicts VALUES (?, ?)", done)
+        else:
+            self._sampler = chunk.Sampler()  # too little to learn from: sample again
 
     @_guarded
     def begin(self, xid: int, commit_lsn: Lsn) -> bool:
         self._write()
-        row = self._db.execute(
-            "SELECT id, complete FROM txns WHERE commit_lsn = ?", (commit_lsn.value,)
-        ).fetchone()
+        if self._txn_id is not None:  # the open transaction never committed: the stream restarted
+            self._drop_open()
         self._open = commit_lsn
+        if self._high is None:
+            (high,) = self._db.execute("SELECT coalesce(max(commit_lsn), -1) FROM txns").fetchone()
+            self._high = high
+        row = None if commit_lsn.value > self._high else self._db.execute(
+            "SELECT id, complete FROM txns WHERE commit_lsn = ?", (commit_lsn.value,)).fetchone()
         if row is not None and row[1]:
             self._skip, self._txn_id = True, None
             return False
-        if row is not None:  # an incomplete copy left by a crash: start it over
-            self._db.execute("DELETE FROM changes WHERE txn = ?", (row[0],))
+        if row is not None:  # an incomplete copy left by a crash (the log's tail): start it over
+            self._db.execute("DELETE FROM chunks WHERE first_txn = ? AND last_txn = ?", (row[0], row[0]))
             self._db.execute("DELETE FROM txns WHERE id = ?", (row[0],))
         cur = self._db.execute(
             "INSERT INTO txns (xid, commit_lsn) VALUES (?, ?)", (xid, commit_lsn.value)
         )
+        self._high = max(self._high, commit_lsn.value)
         self._txn_id, self._skip, self._n = cur.lastrowid, False, 0
+        self._open_from = len(self._rows)
         self._counts.clear()
+        self._packing()
         return True
+
+    def _drop_open(self) -> None:
+        """Forget what is buffered of the open transaction and store what is on the worker (the
+        transaction's own chunks): its begin() again finds it incomplete and drops it whole."""
+        del self._rows[self._open_from or 0:]
+        self._chars = sum(len(r[6]) for r in self._rows)
+        while self._pending:
+            self._store(self._pending.popleft().result())
+        self._txn_id, self._open_from = None, None
 
     @_guarded
     def append(self, change: Change) -> None:
@@ -183,9 +276,12 @@ class SQLiteLog(ChangeLog):
             (self._txn_id, change.seq, change.lsn.value, change.action, change.schema,
              change.table, change.raw)
         )
+        self._chars += len(change.raw)
         self._counts[(change.schema, change.table, change.action)] += 1
         self._n += 1
-        if len(self._rows) >= BATCH_ROWS:
+        if self._sampler is not None and self._sampler.add(change.schema, change.table, change.raw):
+            self._train()
+        if len(self._rows) >= BATCH_ROWS or self._chars >= BATCH_CHARS:
             self._flush_rows()
 
     @_guarded
@@ -194,7 +290,6 @@ class SQLiteLog(ChangeLog):
             raise LogError("commit outside a transaction")
         if not self._skip:
             self._write()
-            self._flush_rows()
             if self._n == 0:
                 self._db.execute("DELETE FROM txns WHERE id = ?", (self._txn_id,))
             else:
@@ -202,20 +297,24 @@ class SQLiteLog(ChangeLog):
                     "UPDATE txns SET complete = 1, commit_time = ?, n_changes = ? WHERE id = ?",
                     (commit_time, self._n, self._txn_id),
                 )
-                self._db.executemany(
-                    "INSERT INTO counts VALUES (?, ?, ?) "
-                    "ON CONFLICT (relation, action) DO UPDATE SET n = n + excluded.n",
-                    [(f"{sch}.{tbl}", ACTION_NAMES.get(a, a), n)
-                     for (sch, tbl, a), n in self._counts.items()],
-                )
+                for key, n in self._counts.items():
+                    self._batch_counts[key] += n
         self._pending_commit, self._open = self._open, None
-        self._txn_id, self._skip = None, False
+        self._txn_id, self._skip, self._open_from = None, False, None
         self._counts.clear()
 
     @_guarded
     def sync(self) -> Lsn | None:
         if self._in_write:
             self._flush_rows()
+            while self._pending:
+                self._store(self._pending.popleft().result())
+            self._db.executemany(
+                "INSERT INTO counts VALUES (?, ?, ?) "
+                "ON CONFLICT (relation, action) DO UPDATE SET n = n + excluded.n",
+                [(f"{sch}.{tbl}", ACTION_NAMES.get(a, a), n)
+                 for (sch, tbl, a), n in self._batch_counts.items()])
+            self._batch_counts.clear()
             self._db.execute("COMMIT")  # WAL + synchronous=FULL: fsync'd before this returns
             self._in_write = False
             if self._pending_commit is not None:
@@ -225,70 +324,71 @@ class SQLiteLog(ChangeLog):
 
     # -- reading -----------------------------------------------------------------------------
     def check_integrity(self) -> None:
+        """SQLite's quick_check, every chunk through zstd's checksum, and as many changes in the
+        chunks as the complete transactions count."""
         try:
             bad = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+            if bad == ["ok"]:
+                bad = self._check_chunks()
         except sqlite3.DatabaseError as e:
             bad = [str(e)]
         if bad != ["ok"]:
-            raise LogError(f"change log {self.path} is damaged: {'; '.join(bad)}",
-                           hint="nothing was applied; restore the log file from a copy, or take a new T0")
+            what = "; ".join(" ".join(b.split()) for b in bad)  # quick_check's rows span lines
+            raise LogError(f"change log {self.path} is damaged: {what}", hint=_DAMAGED_HINT)
+
+    def _check_chunks(self) -> list[str]:
+        zstd = Dictionaries(self._db, self.path)
+        for cid, dict_id, data in self._db.execute("SELECT id, dict, CAST(data AS BLOB) FROM chunks"):
+            try:
+                chunk.decompress(data, zstd.get(cid, dict_id))
+            except chunk.ChunkError as e:
+                return [f"chunk {cid}: {e}"]
+        # every chunk holds either complete transactions only, or part of one open transaction
+        want, have = self._db.execute(
+            "SELECT (SELECT coalesce(sum(n_changes), 0) FROM txns WHERE complete = 1), "
+            "(SELECT coalesce(sum(n), 0) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM txns t "
+            "WHERE t.id = c.first_txn AND t.id = c.last_txn AND NOT t.complete))").fetchone()
+        return ["ok"] if want == have else [f"{want} changes committed, {have} stored"]
 
     def transactions(self, after: Lsn | None = None) -> Iterator[Transaction]:
-        floor = after.value if after is not None else -1
-        reader = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            reader.execute("BEGIN")  # one consistent snapshot for the whole read
-            txns = reader.execute(
-                "SELECT id, xid, commit_lsn, commit_time, n_changes FROM txns "
-                "WHERE complete = 1 AND commit_lsn > ? ORDER BY commit_lsn",
-                (floor,),
-            )
-            for tid, xid, commit, ctime, n in txns:
-                yield Transaction(xid, Lsn(commit), ctime, n, self._changes(reader, tid))
-        except sqlite3.DatabaseError as e:
-            raise LogError(f"change log {self.path} cannot be read: {e}",
-                           hint="nothing was applied; restore the log file from a copy") from None
-        finally:
-            reader.close()
+        with self._reading() as reader:
+            chunks = ChunkReader(reader, self.path)
+            for t in reader.execute(_COMPLETE, (_floor(after),)):
+                changes = chunks.changes(t)
+                yield Transaction(t[1], Lsn(t[2]), t[3], t[4],
+                                  list(changes) if t[4] <= SMALL_TXN else changes)
 
     def raw_changes(self, after: Lsn | None = None) -> Iterator[RawChange]:
-        """One streaming query over one snapshot: (commit LSN, LSN, action, schema, table, raw)."""
+        """One pass over the chunks in one snapshot: (commit LSN, LSN, action, schema, table, raw)."""
+        with self._reading() as reader:
+            yield from ChunkReader(reader, self.path).raw_changes(
+                reader.execute(_COMPLETE, (_floor(after),)))
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own with one consistent snapshot for the whole read."""
         reader = sqlite3.connect(self.path, isolation_level=None)
         try:
             reader.execute("BEGIN")
-            yield from reader.execute(
-                "SELECT t.commit_lsn, c.lsn, c.action, c.schema_name, c.table_name, c.raw "
-                "FROM txns t JOIN changes c ON c.txn = t.id WHERE t.complete = 1 AND t.commit_lsn > ? "
-                "ORDER BY t.commit_lsn, c.seq", (after.value if after is not None else -1,))
+            yield reader
         except sqlite3.DatabaseError as e:
-            raise LogError(f"change log {self.path} cannot be read: {e}",
-                           hint="nothing was applied; restore the log file from a copy") from None
+            raise LogError(f"change log {self.path} cannot be read: {e}", hint=_DAMAGED_HINT) from None
         finally:
             reader.close()
 
-    @staticmethod
-    def _changes(reader: sqlite3.Connection, tid: int) -> Iterator[Change]:
-        cur = reader.execute(
-            "SELECT seq, lsn, action, schema_name, table_name, raw FROM changes "
-            "WHERE txn = ? ORDER BY seq",
-            (tid,),
-        )
-        try:
-            for seq, lsn, action, schema, table, raw in cur:
-                yield Change(seq, Lsn(lsn), action, schema, table, raw)
-        except sqlite3.DatabaseError as e:
-            raise LogError(f"change log cannot be read: {e}",
-                           hint="nothing was applied; restore the log file from a copy") from None
-
     def summary(self) -> LogSummary:
         s = LogSummary()
-        n, first, last, lsn = self._db.execute(
-            "SELECT count(*), min(commit_time), max(commit_time), max(commit_lsn) FROM txns "
-            "WHERE complete = 1"
-        ).fetchone()
+        try:
+            n, first, last, lsn = self._db.execute(
+                "SELECT count(*), min(commit_time), max(commit_time), max(commit_lsn) FROM txns "
+                "WHERE complete = 1"
+            ).fetchone()
+            counts = self._db.execute("SELECT relation, action, n FROM counts").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise LogError(f"change log {self.path} is damaged: {e}", hint=_DAMAGED_HINT) from None
         s.transactions, s.first_commit_time, s.last_commit_time = n, first, last
         s.last_commit_lsn = Lsn(lsn) if lsn is not None else None
-        for rel, action, count in self._db.execute("SELECT relation, action, n FROM counts"):
+        for rel, action, count in counts:
             s.tables.setdefault(rel, {a: 0 for a in ACTION_NAMES.values()})[action] = count
         return s
 
@@ -298,6 +398,10 @@ class SQLiteLog(ChangeLog):
             for p in (self.path, self.path.with_name(self.path.name + "-wal"))
             if p.exists()
         )
+
+    def raw_bytes(self) -> int | None:
+        row = self._db.execute("SELECT sum(raw_bytes) FROM chunks").fetchone()
+        return int(row[0] or 0)
 
     # -- manifest and state --------------------------------------------------------------------
     def get_state(self, key: str) -> Any:
@@ -316,4 +420,16 @@ class SQLiteLog(ChangeLog):
         if self._in_write:
             self._db.execute("ROLLBACK")
             self._in_write = False
+        if self._worker is not None:
+            self._worker.shutdown(cancel_futures=True)
+            self._pending.clear()
         self._db.close()
+
+
+# complete transactions after a commit LSN, in the order they were written (= commit order)
+_COMPLETE = ("SELECT id, xid, commit_lsn, commit_time, n_changes FROM txns "
+             "WHERE complete = 1 AND commit_lsn > ? ORDER BY id")
+
+
+def _floor(after: Lsn | None) -> int:
+    return after.value if after is not None else -1

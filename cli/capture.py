@@ -11,11 +11,12 @@ from pgcarry.capture.daemon import Capture, slot_position
 from pgcarry.cli.common import add_common, load_config, log_for, print_json
 from pgcarry.cli.progress import for_output
 from pgcarry.changelog.integrity import NEW_T0, note_slot
-from pgcarry.errors import ConfigError, LogError, LogIncompleteError, SlotError
+from pgcarry.errors import ChangeTooLargeError, ConfigError, LogError, LogIncompleteError, SlotError
 from pgcarry.schemas.lsn import Lsn
 
 NAME = "capture"
 METRICS_POLL = 5.0  # seconds between two looks at the slot for the metrics
+CAPTURE_ERROR = "capture_error"  # a fatal capture error, for `status`
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -80,8 +81,14 @@ def run(args: argparse.Namespace) -> int:
             threading.Thread(target=_poll_slot, daemon=True, args=(
                 metrics, cfg.source.dsn, cfg.source.slot, cap.wal, stopping)).start()
         t0 = time.monotonic()
+        if changelog.get_state(CAPTURE_ERROR):
+            changelog.set_state(CAPTURE_ERROR, None)  # a new attempt: status shows the next one
         try:
             prog = cap.run(until=until, stop=stopping.is_set)
+        except ChangeTooLargeError as e:  # fatal: the same change comes again after a restart
+            changelog.set_state(CAPTURE_ERROR, {"error": e.message, **{k: str(v) for k, v in e.context.items()},
+                                                "at": time.time()})
+            raise
         except SlotError as e:
             lost = note_slot(changelog, cfg.source.dsn, cfg.source.slot)
             if lost is None:

@@ -9,7 +9,7 @@ from pgcarry.changelog import integrity
 from pgcarry.cli.common import (add_common, add_report, load_config, log_for, print_json, print_table,
                                 write_report)
 from pgcarry.cli.progress import for_output
-from pgcarry.errors import ConfigError, VerifyError
+from pgcarry.errors import ConfigError, LogError, VerifyError
 from pgcarry.replay.report import conflict_line
 
 NAME = "cutover"
@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         stopped = log.lock().stop_holder()
         if stopped is not None:
             shown.note(f"stopped the capture daemon (pid {stopped}); the cutover drains the slot itself")
+        other = log.active_writer()  # before the fence: the drain could not stop it
+        if other is not None:
+            raise LogError(f"another capture daemon writes the change log (host {other['host']}, pid "
+                           f"{other['pid']}); the cutover would wait for it with production fenced",
+                           hint="stop it on that host first, then run the cutover again")
         lock = log.lock().acquire()
         cut_state = (log.get_state("cutover") or {}).get("phases") or {}
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete,

@@ -37,6 +37,15 @@ def _forecast_line(f: dict) -> str:  # type: ignore[type-arg]
             + (" -- AT RISK" if f["at_risk"] else ""))
 
 
+def _storage(lg: dict[str, object]) -> str:
+    text = f"{_human(lg['size_bytes'])} on disk"  # type: ignore[arg-type]
+    if lg["bytes_per_change"] is not None:
+        text += f", {lg['bytes_per_change']:.0f} B per change"
+    if lg["compression_ratio"] is not None:
+        text += f", {lg['compression_ratio']:.1f}x smaller than uncompressed"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     """Show what was captured, the slot's state and the daemon's health."""
     cfg = load_config(args, {"source": {"dsn": args.source},
@@ -55,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(f"transactions  {lg['transactions']}  (first {lg['first_commit_time'] or '-'}, "
               f"last {lg['last_commit_time'] or '-'}, last commit LSN {lg['last_commit_lsn'] or '-'})")
-        print(f"log size      {_human(lg['size_bytes'])}")
-        print(f"daemon        {'running, pid ' + str(d['pid']) if d['running'] else 'not running'}")
+        print(f"log size      {_storage(lg)}")
+        running = f"running, pid {d['pid']} on {d['host']}" if d["running"] else "not running"
+        print(f"daemon        {running}")
         if s and s.get("exists"):
             print(f"slot          {s['name']}: {'active' if s['active'] else 'inactive'}, "
                   f"wal_status {s['wal_status']}, confirmed_flush_lsn {s['confirmed_flush_lsn']}")
@@ -68,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"slot          {s['name']}: does not exist")
     for w in out["warnings"]:
         warn(w)
-    return 3 if lost else EXIT_SLOT_AT_RISK if at_risk else 0
+    return 3 if lost or out["damaged"] else EXIT_SLOT_AT_RISK if at_risk else 0

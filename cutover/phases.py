@@ -29,6 +29,8 @@ from pgcarry.schemas.config import Config
 from pgcarry.schemas.dsn import safe_dsn
 from pgcarry.schemas.lsn import Lsn
 
+DRAIN_BUSY_WAIT = float(os.environ.get("PGCARRY_DRAIN_BUSY_WAIT", "30"))  # seconds the drain waits
+# for a slot another process streams, before it gives up (and the fence is lifted)
 # unmask before replay: masked keys must be production's again for the replay to find its rows
 PHASES = ["fence", "drain", "backup", "drop-slot", "overwrite", "unmask", "replay", "verify", "unfence"]
 STATE_KEY = "cutover"
@@ -99,7 +101,7 @@ class Cutover:
         until = Lsn.parse(self.state["fence_lsn"])
         cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options,
                       progress=self.progress, wal_samples=False)  # inside the fence: nothing extra
-        prog = cap.run(until=until)
+        prog = cap.run(until=until, busy_timeout=DRAIN_BUSY_WAIT)
         # behind the fence, before the overwrite replaces them: production's sequence positions
         self.state["sequences"] = sequences.read(self.prod).as_state()
         return {"until": str(until), "transactions": prog.transactions, "changes": prog.changes}

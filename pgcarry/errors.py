@@ -80,3 +80,11 @@ class LogUnavailableError(LogError):
 class LogFullError(LogUnavailableError):
     """A write to the log failed (disk full) and was rolled back to the last durable position:
     capture re-reads the stream from the slot once the log takes writes again."""
+
+
+class ChangeTooLargeError(LogError):
+    """One change is larger than the log can store (Kafka's max.message.bytes): capture stops."""
+
+
+class WriterFencedError(LogError):
+    """Another writer took the change log over: this one stops without confirming anything more."""

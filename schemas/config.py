@@ -95,19 +95,46 @@ class CaptureConfig(_Model):
         )
 
 
+def survives_one_broker_loss(replication: int, min_insync: int) -> bool:
+    """acks=all confirms a record only once min.insync replicas hold it: with RF >= 3 and
+    min.insync >= 2 (or min.insync = RF >= 2) a confirmed record outlives any one broker."""
+    return min_insync <= replication and (
+        (replication >= 3 and min_insync >= 2) or (replication >= 2 and min_insync == replication))
+
+
 class KafkaConfig(_Model):
     bootstrap_servers: str
     topic: str | None = None  # default: pgcarry-<slot>
     state_topic: str | None = None  # default: <topic>-state (compacted: manifest, cutover state)
     create_topic: bool = True
-    replication_factor: int = 1
-    min_insync_replicas: int = 1
+    # a one-broker cluster loses acknowledged records in a crash: allowed only when said so
+    single_broker: bool = False
+    replication_factor: int | None = Field(default=None, ge=1)  # default 3 (1 with single-broker)
+    min_insync_replicas: int | None = Field(default=None, ge=1)  # default 2 (1 with single-broker)
+    compression: Literal["zstd", "lz4", "gzip", "none"] = "zstd"
     security: dict[str, Any] = Field(default_factory=dict)  # aiokafka client options, ${ENV} expanded
 
     @field_validator("security")
     @classmethod
     def _expand_security(cls, v: dict[str, Any]) -> dict[str, Any]:
         return {k: _env(x) if isinstance(x, str) else x for k, x in v.items()}
+
+    @model_validator(mode="after")
+    def _durable_replication(self) -> KafkaConfig:
+        if self.replication_factor is None:
+            self.replication_factor = 1 if self.single_broker else 3
+        if self.min_insync_replicas is None:
+            self.min_insync_replicas = min(2, self.replication_factor)
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min-insync-replicas ({self.min_insync_replicas}) exceeds "
+                             f"replication-factor ({self.replication_factor}): no write could succeed")
+        if not self.single_broker and not survives_one_broker_loss(
+                self.replication_factor, self.min_insync_replicas):
+            raise ValueError(
+                f"replication-factor {self.replication_factor} with min-insync-replicas "
+                f"{self.min_insync_replicas} loses acknowledged changes when one broker fails; use "
+                "3 and 2 (or say single-broker = true for a throwaway one-broker setup)")
+        return self
 
 
 class LogConfig(_Model):

@@ -29,7 +29,7 @@ def _unavailable(why: str) -> None:
     pytest.skip(f"no Kafka broker: {why}")
 
 
-def _local_broker() -> LocalKafka:
+def _local_broker(nodes: int = 1) -> LocalKafka:
     if shutil.which("java") is None:
         _unavailable("no java on PATH (run: make system-deps)")
     if kafka_libs() is None:
@@ -38,7 +38,7 @@ def _local_broker() -> LocalKafka:
             _unavailable(f"scripts/fetch-kafka.sh failed: {r.stderr[-2000:]}")
     k = None
     try:
-        k = LocalKafka()
+        k = LocalKafka(nodes=nodes)
         return k.start()
     except Exception as e:
         if k is not None:
@@ -88,16 +88,17 @@ def new_topic() -> str:
 
 
 def kafka_config(bootstrap: str, **extra: object) -> KafkaConfig:
-    """Settings for a fresh topic on `bootstrap`."""
-    return KafkaConfig(bootstrap_servers=bootstrap, topic=new_topic(), **extra)
+    """Settings for a fresh topic on `bootstrap` (one broker unless `extra` says otherwise)."""
+    return KafkaConfig(bootstrap_servers=bootstrap, topic=new_topic(), **{"single_broker": True, **extra})
 
 
-def use_kafka(config: Path, bootstrap: str, topic: str | None = None) -> Path:
-    """Point a pgcarry.toml written by tests.helpers.write_config at a fresh Kafka topic."""
+def use_kafka(config: Path, bootstrap: str, topic: str | None = None, *, single: bool = True) -> Path:
+    """Point a pgcarry.toml written by tests.helpers.write_config at a fresh Kafka topic (on one
+    broker, said in so many words, unless `single` is false)."""
     text = config.read_text()
     sqlite = '[log]\npath = "pgcarry-log.db"\n'
     assert sqlite in text, "write_config's [log] section changed"
     kafka = (f'[log]\nbackend = "kafka"\n\n[log.kafka]\nbootstrap-servers = "{bootstrap}"\n'
-             f'topic = "{topic or new_topic()}"\n')
+             f'topic = "{topic or new_topic()}"\n' + ("single-broker = true\n" if single else ""))
     config.write_text(text.replace(sqlite, kafka))
     return config

@@ -2,6 +2,10 @@
 
 from decimal import Decimal
 
+import psycopg
+
+from pgcarry.capture.replication import SESSION_OPTIONS
+from pgcarry.changelog.sqlite import SQLiteLog
 from tests.helpers import cli, cli_json, execute, logged_changes, query, write_config
 
 SCHEMA = """
@@ -25,10 +29,20 @@ EVERYTHING_ROW = {
 }
 
 
+def _wal2json_rows(dsn: str, slot: str, options: dict[str, str]) -> list[str]:
+    """What wal2json itself sends for the row changes on `slot`, in the capture's session settings."""
+    with psycopg.connect(dsn, autocommit=True, options=SESSION_OPTIONS) as conn:
+        args = [x for kv in options.items() for x in kv]
+        rows = conn.execute("SELECT data FROM pg_logical_slot_get_changes(%s, NULL, NULL, "
+                            + ", ".join(["%s"] * len(args)) + ")", (slot, *args)).fetchall()
+    return [r[0] for r in rows if r[0][11] in "IUDT"]
+
+
 def test_types_and_operations_round_trip(source_dsn, workdir):
     execute(source_dsn, SCHEMA)
     write_config(workdir, source_dsn)
     cli(workdir, "start", "--set-replica-identity")
+    execute(source_dsn, "SELECT pg_create_logical_replication_slot('twin', 'wal2json')")
     execute(
         source_dsn,
         "SET TimeZone = 'Asia/Seoul'",
@@ -52,6 +66,12 @@ def test_types_and_operations_round_trip(source_dsn, workdir):
     assert dele.old == upd.new and dele.new == {}
     assert (trunc.schema, trunc.table) == ("public", "everything")
     assert ins.pk == ["id"]
+    # the compact log gives back wal2json's documents byte for byte, on both read paths
+    log = SQLiteLog(workdir / "pgcarry-log.db", readonly=True)
+    sent = _wal2json_rows(source_dsn, "twin", log.read_manifest().plugin_options)
+    assert [c.raw for c in changes] == [r[5] for r in log.raw_changes()] == sent
+    assert log._db.execute("SELECT sum(n) FROM chunks").fetchone() == (4,)  # stored as chunks
+    log.close()
 
     status = cli_json(workdir, "status")
     assert status["tables"]["public.everything"] == {"insert": 1, "update": 1, "delete": 1, "truncate": 1}
@@ -60,6 +80,8 @@ def test_types_and_operations_round_trip(source_dsn, workdir):
     assert status["slot"]["exists"] and status["slot"]["active"] is False
     assert status["slot"]["confirmed_flush_lsn"] == status["log"]["last_commit_lsn"]
     assert status["daemon"] == {"running": False, "pid": None}
+    assert status["log"]["changes"] == 4 and status["log"]["uncompressed_bytes"] > 2000
+    assert status["log"]["bytes_per_change"] == round(status["log"]["size_bytes"] / 4, 1)
 
 
 def test_unchanged_toast_column_is_absent_not_null(source_dsn, workdir):

@@ -18,7 +18,7 @@ from pgcarry.changelog.kafka_index import COMMIT, header
 from pgcarry.changelog.kafka_io import KafkaIO
 from pgcarry.cli.common import load_config
 from pgcarry.schemas.lsn import Lsn
-from tests.helpers import cli, cli_json, execute, query, spawn, write_config
+from tests.helpers import cli, cli_json, execute, query, spawn, wait_running, write_config
 from tests.kafka_fixture import kafka_broker, private_kafka, use_kafka  # noqa: F401
 from tests.test_capture_roundtrip import EVERYTHING_ROW, SCHEMA
 
@@ -132,12 +132,40 @@ def test_kill_9_between_ack_and_slot_confirmation(kafka_broker, source_dsn, work
     assert cli_json(workdir, "status")["log"]["last_commit_lsn"] == confirmed
 
 
-@pytest.mark.slow
-def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
-    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY, txn integer, part integer)")
-    use_kafka(write_config(workdir, source_dsn), private_kafka.bootstrap)
+def test_oversized_change_stops_capture_with_table_and_lsn(kafka_broker, source_dsn, workdir):
+    """A change larger than the topic's max.message.bytes: a fatal one-line error naming table and
+    LSN (exit 3, no endless retry), recorded for `status`, nothing confirmed past it."""
+    execute(source_dsn, "CREATE TABLE docs (id integer PRIMARY KEY, body text)")
+    topic = f"big-{time.monotonic_ns()}"
+    io = KafkaIO(kafka_broker.bootstrap, {})
+    try:
+        io.create_topic(topic, 1, {"max.message.bytes": "200000", "retention.ms": "-1"})
+    finally:
+        io.close()
+    use_kafka(write_config(workdir, source_dsn), kafka_broker.bootstrap, topic)
     cli(workdir, "start", "--set-replica-identity")
+    execute(source_dsn, "INSERT INTO docs VALUES (1, 'small')")
+    execute(source_dsn, "INSERT INTO docs SELECT 2, string_agg(md5(g::text), '') FROM generate_series(1, 10000) g")
+    (big_lsn,) = query(source_dsn, "SELECT pg_current_wal_lsn()::text")[0]
+    r = cli(workdir, "capture", "--until", "current", check=False, timeout=120)
+    assert r.returncode == 3, r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("pgcarry: error:")]
+    assert "a change of public.docs is 320" in line and "stores records of at most 200000 bytes" in line
+    assert "relation=public.docs, lsn=0/" in line and "commit_lsn=0/" in line
+    status = cli(workdir, "status", check=False)
+    assert "CAPTURE STOPPED: a change of public.docs is 320" in status.stderr
+    assert [t["insert"] for t in cli_json(workdir, "status")["tables"].values()] == [1]
+    (confirmed,) = query(source_dsn, "SELECT confirmed_flush_lsn < %s::pg_lsn FROM pg_replication_slots",
+                         (big_lsn,))[0]
+    assert confirmed  # the slot still holds the big change: raising the limit loses nothing
+
+
+def capture_under_traffic(workdir: Path, source_dsn: str, disrupt) -> tuple[list[int], str]:  # type: ignore[no-untyped-def]
+    """Run the daemon while one connection commits 3-row transactions (id = txn * 10 + part), call
+    `disrupt()` after 4 s, then stop both: the transactions committed, in order, and the daemon's
+    stderr (it must have exited 0 on SIGTERM)."""
     daemon = spawn(workdir, "capture")
+    wait_running(workdir, daemon)  # the disruption hits capture, not the daemon's start
     committed: list[int] = []
     stop_writing = threading.Event()
 
@@ -156,18 +184,31 @@ def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
     try:
         thread.start()
         time.sleep(4)
-        private_kafka.stop()
-        time.sleep(10)
-        private_kafka.start()
-        time.sleep(8)
+        disrupt()
         stop_writing.set()
         thread.join(30)
         assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
     finally:
         stop_writing.set()
         daemon.send_signal(signal.SIGTERM)
-        out, err = daemon.communicate(timeout=120)
+        _, err = daemon.communicate(timeout=120)
     assert daemon.returncode == 0, err
+    return committed, err
+
+
+@pytest.mark.slow
+def test_broker_outage_under_live_traffic(private_kafka, source_dsn, workdir):
+    execute(source_dsn, "CREATE TABLE t (id integer PRIMARY KEY, txn integer, part integer)")
+    use_kafka(write_config(workdir, source_dsn), private_kafka.bootstrap)
+    cli(workdir, "start", "--set-replica-identity")
+
+    def outage() -> None:
+        private_kafka.stop()
+        time.sleep(10)
+        private_kafka.start()
+        time.sleep(8)
+
+    committed, err = capture_under_traffic(workdir, source_dsn, outage)
     assert "change log unavailable" in err  # the daemon saw the outage and waited
     cli(workdir, "capture", "--until", "current")
     got = logged(workdir)

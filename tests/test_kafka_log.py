@@ -15,7 +15,7 @@ from pgcarry.changelog.kafka import BUFFER_BYTES, KafkaLog
 from pgcarry.changelog.kafka_io import KafkaIO
 from pgcarry.errors import LogError, LogUnavailableError
 from pgcarry.schemas.change import Change
-from pgcarry.schemas.config import LogConfig
+from pgcarry.schemas.config import KafkaConfig, LogConfig
 from pgcarry.schemas.lsn import Lsn
 from pgcarry.schemas.manifest import Manifest
 from tests.kafka_fixture import kafka_broker, kafka_config, private_kafka  # noqa: F401
@@ -210,16 +210,25 @@ def test_missing_topic_is_an_error(kafka_broker):
         KafkaLog(kafka_config(kafka_broker.bootstrap), slot="s")
 
 
-def test_topic_with_finite_retention_is_refused(kafka_broker):
+def test_topic_that_may_lose_changes_is_refused_before_anything_is_created(kafka_broker):
     cfg = kafka_config(kafka_broker.bootstrap)
+    state = f"{cfg.topic}-state"
     io = KafkaIO(cfg.bootstrap_servers, {})
     try:
         io.create_topic(cfg.topic or "", 1, {"retention.ms": str(7 * 86400_000)})
+        with pytest.raises(LogError, match=r"may lose captured changes \(retention.ms=604800000\)"):
+            KafkaLog(cfg, slot="s", create=True)
+        assert state not in io.topics()  # refused before the state topic was created
+        strict = KafkaConfig(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)  # no single-broker
+        with pytest.raises(LogError, match=r"topic t[-\d]+ may lose captured changes \(replication "
+                           r"factor 1 with min.insync.replicas=1, retention.ms=604800000\)"):
+            KafkaLog(strict, slot="s", create=True)
+        assert state not in io.topics()
+        io.create_topic(state, 1, {"cleanup.policy": "compact"})
     finally:
         io.close()
-    with pytest.raises(LogError, match=r"may delete captured changes \(retention.ms=604800000\)"):
-        KafkaLog(cfg, slot="s", create=True)
     KafkaLog(cfg, slot="s", readonly=True).close()  # reading what is there is fine
+    KafkaLog(strict, slot="s", readonly=True).close()
 
 
 @pytest.mark.slow
@@ -281,3 +290,114 @@ def test_raw_changes_match_transactions(kafka_broker):
         want = [(c, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw) for _, c, _, chs in TXNS for ch in chs]
         assert list(log.raw_changes()) == want
         assert list(log.raw_changes(Lsn(0x2000))) == want[4:]
+
+
+def big_txn(xid: int, commit: int, n: int) -> tuple:
+    return (xid, commit, "2026-11-20 13:00:00+00", [ins(j, commit - 0x1000 + j, j) for j in range(n)])
+
+
+def test_copy_with_a_missing_chunk_is_not_complete_until_resent(kafka_broker, monkeypatch):
+    """A failed batch followed by a delivered marker: the copy reads as incomplete, not as complete
+    with a hole, and the writer that re-sends it stores it whole."""
+    from pgcarry.capture.status import status
+
+    cfg = kafka_config(kafka_broker.bootstrap)
+    holed = big_txn(700, 0x1800, 2500)  # between TXNS[0] and TXNS[1], in stream order
+    # its chunks hold changes 0-999, 1000-1999 and 2000-2499
+    real_put = KafkaLog._put
+
+    def lose_middle_chunk(self, record, label=None):  # type: ignore[no-untyped-def]
+        if dict(record[2]).get("i") == b"1000":
+            return
+        real_put(self, record, label)
+
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        write(log, TXNS[:1])
+        monkeypatch.setattr(KafkaLog, "_put", lose_middle_chunk)
+        write(log, [holed])
+        monkeypatch.setattr(KafkaLog, "_put", real_put)
+        write(log, TXNS[1:2])
+    with KafkaLog(cfg, slot="s", readonly=True) as reader:
+        assert as_tuples(reader) == expected(TXNS[:2])
+        s = reader.summary()
+        assert (s.transactions, s.tables["public.orders"]["insert"]) == (2, 2)
+        assert s.holes == [(Lsn(0x1800), 1500, 2500)]
+        assert status(reader, None, "s")["warnings"] == [
+            "INCOMPLETE COPY: the transaction committed at 0/1800 has 1500 of its 2500 changes in the "
+            "log; it is not read until capture re-sends it whole"]
+    with KafkaLog(cfg, slot="s") as log:  # the restarted writer does not take the hole for the copy
+        assert log.begin(700, Lsn(0x1800)) is True
+        for c in holed[3]:
+            log.append(c)
+        log.commit(holed[2])
+        log.sync()
+    with KafkaLog(cfg, slot="s", readonly=True) as reader:
+        assert as_tuples(reader) == expected(sorted([*TXNS[:2], holed], key=lambda t: t[1]))
+        assert reader.summary().holes == [] and reader.summary().transactions == 3
+
+
+def test_status_reads_the_counts_snapshot_not_the_topic(kafka_broker, monkeypatch):
+    cfg = kafka_config(kafka_broker.bootstrap)
+    txns = [big_txn(800 + i, 0x100000 * (i + 1), 300) for i in range(20)]
+    with KafkaLog(cfg, slot="s", create=True) as log, log.lock():  # the daemon's way: with the lease
+        write(log, txns[:10])
+        log.begin(899, Lsn(0xA80000))  # in flight across the snapshot the lock leaves behind
+        for c in big_txn(899, 0xA80000, 1500)[3][:1200]:
+            log.append(c)
+        log.sync()
+    read_records: list[int] = []
+    real_read = KafkaIO.read
+
+    def counting_read(self, topic, start, end):  # type: ignore[no-untyped-def]
+        for chunk in real_read(self, topic, start, end):
+            if not topic.endswith("-state"):
+                read_records.extend(r.offset for r in chunk)
+            yield chunk
+
+    monkeypatch.setattr(KafkaIO, "read", counting_read)
+    with KafkaLog(cfg, slot="s", readonly=True) as reader:
+        s = reader.summary()
+        assert read_records == []  # nothing but the snapshot
+        assert (s.transactions, s.tables["public.orders"]["insert"]) == (10, 3000)
+    with KafkaLog(cfg, slot="s") as log, log.lock():  # the next writer, from the snapshot too
+        assert read_records == []
+        assert log.begin(810, Lsn(txns[9][1])) is False  # known complete without a read
+        log.commit(None)
+        write(log, txns[10:])
+    with KafkaLog(cfg, slot="s", readonly=True) as reader:
+        s = reader.summary()
+        monkeypatch.setattr(KafkaIO, "read", real_read)
+        full = [t.n_changes for t in reader.transactions()]
+    assert (s.transactions, s.tables["public.orders"]["insert"], full) == (20, 6000, [300] * 20)
+    assert s.last_commit_lsn == Lsn(txns[-1][1]) and s.holes == []
+
+
+def test_change_larger_than_the_topic_allows_is_fatal_with_table_and_lsn(kafka_broker):
+    from pgcarry.errors import ChangeTooLargeError
+
+    cfg = kafka_config(kafka_broker.bootstrap)
+    io = KafkaIO(cfg.bootstrap_servers, {})
+    try:
+        io.create_topic(cfg.topic or "", 1, {"max.message.bytes": "100000", "retention.ms": "-1"})
+    finally:
+        io.close()
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        write(log, [(1, 0x1000, None, [ins(1, 0x900, 1, "y" * 90_000)])])  # fits, alone in a chunk
+        log.begin(2, Lsn(0x2000))
+        with pytest.raises(ChangeTooLargeError, match=r"a change of public.orders is 200\d\d\d bytes; the "
+                           r"topic t[-\d]+ stores records of at most 100000 bytes .*lsn=0/1F00"):
+            log.append(ins(1, 0x1F00, 2, "z" * 200_000))
+        assert log.sync() == Lsn(0x1000)
+    with KafkaLog(cfg, slot="s", readonly=True) as reader:
+        assert [t.commit_lsn for t in reader.transactions()] == [Lsn(0x1000)]
+
+
+def test_topic_of_the_previous_record_format_is_refused(kafka_broker):
+    """A log written by record format 1 (one record per change, no `format` state) is never misread."""
+    cfg = kafka_config(kafka_broker.bootstrap)
+    with KafkaLog(cfg, slot="s", create=True) as log:
+        log.set_state("format", None)  # as format 1 left it: a manifest and no format
+        log.set_state("manifest", {"slot": "s"})
+    for readonly in (True, False):
+        with pytest.raises(LogError, match=r"holds Kafka log format 1, this pgcarry reads 2 .*take a new T0"):
+            KafkaLog(cfg, slot="s", readonly=readonly)

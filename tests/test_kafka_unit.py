@@ -1,14 +1,13 @@
-"""Kafka pieces that need no broker: settings, ${ENV} in security values, record keys."""
+"""Kafka pieces that need no broker: settings, ${ENV} in security values, replication rules,
+the index's completeness rule and its snapshot."""
 
 from __future__ import annotations
 
 import pytest
 
-from pgcarry.changelog.kafka import default_topic, record_key
+from pgcarry.changelog.kafka import default_topic
 from pgcarry.changelog.kafka_io import client_options
-from pgcarry.schemas.change import Change
 from pgcarry.schemas.config import parse
-from pgcarry.schemas.lsn import Lsn
 
 
 def test_security_values_expand_env_and_reach_the_client(monkeypatch):
@@ -16,7 +15,7 @@ def test_security_values_expand_env_and_reach_the_client(monkeypatch):
     cfg = parse({
         "source": {"dsn": "host=x"},
         "log": {"backend": "kafka", "kafka": {
-            "bootstrap-servers": "k1:9092", "security": {
+            "bootstrap-servers": "k1:9092", "single-broker": True, "security": {
                 "security-protocol": "SASL_PLAINTEXT", "sasl-mechanism": "PLAIN",
                 "sasl-plain-username": "carry", "sasl-plain-password": "${KAFKA_PASSWORD}"}}},
     })
@@ -29,23 +28,80 @@ def test_security_values_expand_env_and_reach_the_client(monkeypatch):
     }
 
 
-@pytest.mark.parametrize("raw,key", [
-    ('{"action":"I","schema":"public","table":"t","columns":[{"name":"id","type":"integer","value":7},'
-     '{"name":"v","type":"text","value":"{\\"name\\":\\"id\\",\\"type\\":"}],'
-     '"pk":[{"name":"id","type":"integer"}]}', "public.t:7"),
-    ('{"action":"U","schema":"public","table":"t","columns":[{"name":"a b","type":"text","value":"new"},'
-     '{"name":"n","type":"numeric","value":1.50}],"identity":[{"name":"a b","type":"text","value":"old"},'
-     '{"name":"n","type":"numeric","value":1.50}],"pk":[{"name":"a b","type":"text"},'
-     '{"name":"n","type":"numeric"}]}', "public.t:new,1.5"),
-    ('{"action":"D","schema":"s","table":"t","identity":[{"name":"x","type":"text","value":"k,\\"q"}],'
-     '"pk":[{"name":"x","type":"text"}]}', 's.t:k,"q'),
-    ('{"action":"I","schema":"s","table":"t","columns":[{"name":"\\"odd\\"","type":"int","value":3}],'
-     '"pk":[{"name":"\\"odd\\"","type":"int"}]}', "s.t:3"),
-    ('{"action":"T","schema":"s","table":"t"}', "s.t:"),
-    ('{"action":"I","schema":"s","table":"t","columns":[{"name":"v","type":"text","value":"x"}]}', "s.t:"),
+@pytest.mark.parametrize("rf,isr,ok", [
+    (1, 1, False), (2, 1, False), (2, 2, True), (3, 1, False), (3, 2, True), (3, 3, True),
+    (5, 2, True), (2, 3, False),
 ])
-def test_record_key(raw, key):
+def test_which_replication_survives_one_broker(rf, isr, ok):
+    from pgcarry.schemas.config import survives_one_broker_loss
+
+    assert survives_one_broker_loss(rf, isr) is ok
+
+
+def test_config_refuses_replication_that_loses_changes_unless_single_broker():
+    from pgcarry.errors import ConfigError
+
+    def kafka(**kw):  # type: ignore[no-untyped-def]
+        return parse({"source": {"dsn": "host=x"},
+                      "log": {"backend": "kafka", "kafka": {"bootstrap-servers": "k:9092", **kw}}}).log.kafka
+
+    assert (kafka().replication_factor, kafka().min_insync_replicas) == (3, 2)
+    assert (kafka(**{"single-broker": True}).replication_factor,
+            kafka(**{"single-broker": True}).min_insync_replicas) == (1, 1)
+    with pytest.raises(ConfigError, match="replication-factor 1 with min-insync-replicas 1 loses acknowledged"):
+        kafka(**{"replication-factor": 1})
+    with pytest.raises(ConfigError, match=r"min-insync-replicas \(3\) exceeds replication-factor \(2\)"):
+        kafka(**{"replication-factor": 2, "min-insync-replicas": 3})
+    assert kafka(**{"replication-factor": 2, "min-insync-replicas": 2}).compression == "zstd"
+
+
+class _R:  # a consumer record as the index sees it
+    def __init__(self, offset, headers, value=b""):  # type: ignore[no-untyped-def]
+        self.offset, self.value, self.serialized_key_size = offset, value, -1
+        self.headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in headers.items()]
+        self.serialized_value_size = len(value)
+
+
+def _copy(at, lsn, chunks, n, ctime="2026-01-01"):  # type: ignore[no-untyped-def]
     import json
 
-    doc = json.loads(raw)
-    assert record_key(Change(0, Lsn(1), doc["action"], doc["schema"], doc["table"], raw)) == key.encode()
+    from pgcarry.changelog.kafka_index import BEGIN, CHUNK, COMMIT
+
+    h = {"commit_lsn": lsn, "xid": 7}
+    recs = [_R(at, {"type": BEGIN, **h})]
+    recs += [_R(at + 1 + j, {"type": CHUNK, **h, "i": i, "n": k}) for j, (i, k) in enumerate(chunks)]
+    marker = json.dumps({"n": n, "commit_time": ctime, "counts": {"s.t": {"insert": n}}}).encode()
+    return recs + [_R(at + 1 + len(chunks), {"type": COMMIT, **h, "n": n}, marker)]
+
+
+def test_index_counts_only_copies_whose_chunks_are_contiguous_and_complete():
+    from pgcarry.changelog.kafka_index import Index
+
+    ix = Index()
+    ix.add(_copy(0, "0/10", [(0, 1000), (1000, 500)], 1500))  # complete
+    ix.add(_copy(10, "0/20", [(0, 1000), (2000, 500)], 3000))  # the chunk at 1000 is missing
+    ix.add(_copy(20, "0/30", [(0, 2), (0, 2), (2, 1)], 3))  # a duplicated chunk is read once
+    ix.add(_copy(30, "0/40", [(0, 2)], 3))  # the last chunk never arrived
+    assert sorted(ix.complete) == [0x10, 0x30]
+    assert ix.holes == {0x20: (1500, 3000), 0x40: (2, 3)}
+    ix.add(_copy(40, "0/20", [(0, 1000), (1000, 1000), (2000, 1000)], 3000))  # the re-sent copy
+    assert sorted(ix.complete) == [0x10, 0x20, 0x30] and ix.holes == {0x40: (2, 3)}
+    assert (ix.transactions, ix.counts) == (3, {"s.t": {"insert": 4503}})
+
+
+def test_index_snapshot_goes_on_where_it_stopped():
+    from pgcarry.changelog.kafka_index import Index, OpenCopy
+
+    full, part = Index(), Index()
+    records = (_copy(0, "0/10", [(0, 5)], 5) + _copy(3, "0/20", [(0, 1)], 2)
+               + _copy(6, "0/30", [(0, 4), (4, 4)], 8) + _copy(10, "0/20", [(0, 2)], 2))
+    full.add(records)
+    part.add(records[:8])  # stops inside the copy of 0/30, after its first chunk
+    seeded = Index.from_snapshot(part.snapshot(8, {}))
+    seeded.add(records[8:])
+    for ix in (full, seeded):
+        assert (ix.transactions, ix.counts, ix.last, ix.holes) == (3, {"s.t": {"insert": 15}}, 0x30, {})
+    assert seeded.has(0x10) and seeded.has(0x20) and not seeded.has(0x25)
+    writer = Index.from_snapshot(part.snapshot(8, {0x30: OpenCopy(-1, 0, 4, 4)}))
+    writer.own_commit(0x40, None, {"s.t": {"insert": 1}})  # 0/20 (holed) and 0/30 stay unknown
+    assert writer.has(0x40) and not writer.has(0x20) and not writer.has(0x30) and writer.has(0x10)
