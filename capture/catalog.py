@@ -1,5 +1,6 @@
 """Catalog reads on the source: which relations to capture and what they look like (key, replica
-identity, columns and types, foreign keys). Used by init, preflight and the manifest.
+identity and its index, columns and types, foreign keys, triggers). Used by init, preflight and
+the manifest.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 
 from pgcarry.schemas.config import CaptureConfig
 from pgcarry.schemas.manifest import Column, ForeignKey, TableInfo
@@ -30,13 +32,18 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
-_PKEY = """
+# the columns of the primary key (flag indisprimary) or of the replica identity index
+_INDEX_COLUMNS = """
 SELECT a.attname
 FROM pg_index i
 JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = %s AND i.indisprimary
+WHERE i.indrelid = %s AND i.{flag}
 ORDER BY k.ord
+"""
+
+_TRIGGERS = """
+SELECT tgname FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal ORDER BY tgname
 """
 
 _FKEYS = """
@@ -124,13 +131,18 @@ def effective_identity(rel: Relation) -> str:
     return "full" if kinds == {"full"} else next(k for k in ("nothing", "default", "index") if k in kinds)
 
 
+def _index_columns(conn: psycopg.Connection, oid: int, flag: str) -> list[str]:
+    q = sql.SQL(_INDEX_COLUMNS).format(flag=sql.Identifier(flag))
+    return [r[0] for r in conn.execute(q, (oid,)).fetchall()]
+
+
 def read_relation(conn: psycopg.Connection, oid: int, schema: str, name: str, ident: str,
                   kind: str = "r") -> Relation:
     cols = [
         Column(name=r[0], type=r[1], not_null=r[2], generated=r[3], identity=r[4])
         for r in conn.execute(_COLUMNS, (oid,)).fetchall()
     ]
-    pk = [r[0] for r in conn.execute(_PKEY, (oid,)).fetchall()]
+    pk = _index_columns(conn, oid, "indisprimary")
     fks = [
         ForeignKey(name=r[0], ref_table=f"{r[1]}.{r[2]}", deferrable=r[3], columns=r[4], ref_columns=r[5])
         for r in conn.execute(_FKEYS, (oid,)).fetchall()
@@ -139,6 +151,9 @@ def read_relation(conn: psycopg.Connection, oid: int, schema: str, name: str, id
         schema_name=schema, name=name, primary_key=pk,
         replica_identity=_IDENTITY.get(ident, ident), columns=cols, foreign_keys=fks,
     )
+    info.triggers = [r[0] for r in conn.execute(_TRIGGERS, (oid,)).fetchall()]
+    if info.replica_identity == "index":  # wal2json's pk is empty then: the index is the key
+        info.identity_key = _index_columns(conn, oid, "indisreplident")
     rel = Relation(info=info, oid=oid)
     if kind == "p":
         rel.partitions = partitions(conn, oid)

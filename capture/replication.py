@@ -13,9 +13,10 @@ from psycopg2 import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcarry.schemas.change import NUMBERS_AS_TEXT  # numbers as JSON text: NaN/±Infinity survive
+from pgcarry.schemas.session import startup_options
 
 # Value text must not depend on the server's or the client's defaults.
-SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c bytea_output=hex"
+SESSION_OPTIONS = startup_options()
 
 WAL2JSON_OPTIONS = {
     "format-version": "2",

@@ -106,7 +106,7 @@ def check(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False, source
                        hint="use the config this log was started with")
     from pgcarry.replay import policy_check  # the config's policies against what was captured
 
-    policy_check.check(cfg, manifest)
+    policy_check.check(cfg, manifest, log=log)
     seen = None
     if source and cfg.source.dsn:
         try:

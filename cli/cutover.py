@@ -10,6 +10,7 @@ from pgcarry.cli.common import (add_common, add_report, load_config, log_for, pr
                                 write_report)
 from pgcarry.cli.progress import for_output
 from pgcarry.errors import ConfigError, LogError, VerifyError
+from pgcarry.replay.report import conflict_line
 
 NAME = "cutover"
 
@@ -35,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
 def _render(rep: dict) -> None:  # type: ignore[type-arg]
     print_table(["phase", "status", "seconds"], [[p["phase"], p["status"], p["seconds"]]
                                                   for p in rep["phases"]])
+    replayed = next((p["detail"] for p in rep["phases"] if p["phase"] == "replay"), None) or {}
+    for c in replayed.get("conflicts") or []:
+        print(f"conflict: {conflict_line(c)}")
     print(f"\ndowntime (fence to unfence): {rep['downtime_seconds']} s")
     if rep["backup"]:
         print(f"backup: {rep['backup']}")
@@ -44,14 +48,15 @@ def _render(rep: dict) -> None:  # type: ignore[type-arg]
 
 def _dry_run(cfg, test: str, as_json: bool, allow_incomplete: bool) -> int:  # type: ignore[no-untyped-def]
     from pgcarry.cutover.phases import PHASES, STATE_KEY
-    from pgcarry.replay import replay
+    from pgcarry.replay import replay, sequences
     from pgcarry.replay.report import render
 
     with log_for(cfg, readonly=True) as log:
         integrity.check(cfg, log, allow_incomplete=allow_incomplete)
         done = {k for k, v in ((log.get_state(STATE_KEY) or {}).get("phases") or {}).items()
                 if v.get("status") == "done"}
-        rep = replay(cfg, log, test, dry_run=True)
+        rep = replay(cfg, log, test, dry_run=True,
+                     production=sequences.from_source(cfg.source.dsn, test))
     todo = [p for p in PHASES if p not in done]
     if as_json:
         print_json({"phases": todo, "done": sorted(done), "plan": rep.as_dict()})
@@ -60,6 +65,14 @@ def _dry_run(cfg, test: str, as_json: bool, allow_incomplete: bool) -> int:  # t
         print("replay plan (against the test database, as production will be after the overwrite):")
         render(rep, print_table)
     return 0
+
+
+def _check_triggers(cfg, test: str) -> None:  # type: ignore[no-untyped-def]
+    """fire-triggers names, against the test database (what production becomes), before the fence."""
+    from pgcarry.replay import session, triggers
+
+    with session.connect(test) as conn:
+        triggers.check(conn, cfg.replay)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         cut_state = (log.get_state("cutover") or {}).get("phases") or {}
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete,
                         source="overwrite" not in cut_state)
+        _check_triggers(cfg, args.test)
         mode = "cmd" if args.fence_cmd or args.unfence_cmd else args.fence
         cut = Cutover(cfg, log, args.test, fence=mode, commands=(args.fence_cmd, args.unfence_cmd),
                       say=shown.note, progress=shown)

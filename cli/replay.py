@@ -8,7 +8,7 @@ from pgcarry.changelog import integrity
 from pgcarry.cli.common import add_common, load_config, log_for, print_json, print_table
 from pgcarry.cli.progress import for_output
 from pgcarry.errors import ConfigError
-from pgcarry.replay import replay
+from pgcarry.replay import replay, sequences
 from pgcarry.replay.report import render
 
 NAME = "replay"
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     with log_for(cfg, readonly=True) as log:
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete)
         rep = replay(cfg, log, to, dry_run=args.dry_run, allow_incomplete=args.allow_incomplete,
-                     progress=for_output(args.json))
+                     progress=for_output(args.json), production=sequences.from_source(cfg.source.dsn, to))
     if args.json:
         print_json(rep.as_dict())
     else:

@@ -22,7 +22,8 @@ from pgcarry.cutover import fence as fence_mod
 from pgcarry.cutover import report_html, unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError, PgcarryError, SlotError, VerifyError
-from pgcarry.replay import pii, replay
+from pgcarry.replay import pii, replay, sequences
+from pgcarry.replay.sequences import Production
 from pgcarry.replay.verify import verify
 from pgcarry.schemas.config import Config
 from pgcarry.schemas.dsn import safe_dsn
@@ -101,6 +102,8 @@ class Cutover:
         cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest,
                       progress=self.progress, wal_samples=False)  # inside the fence: nothing extra
         prog = cap.run(until=until, busy_timeout=DRAIN_BUSY_WAIT)
+        # behind the fence, before the overwrite replaces them: production's sequence positions
+        self.state["sequences"] = sequences.read(self.prod).as_state()
         return {"until": str(until), "transactions": prog.transactions, "changes": prog.changes}
 
     def _backup(self) -> Any:
@@ -133,7 +136,8 @@ class Cutover:
         return {"schemas": schemas, "from": safe_dsn(self.test)}
 
     def _replay(self) -> Any:
-        rep = replay(self.cfg, self.log, self.prod, progress=self.progress)
+        rep = replay(self.cfg, self.log, self.prod, progress=self.progress,
+                     production=lambda _names: Production.from_state(self.state.get("sequences")))
         d = rep.as_dict()
         return {"status": rep.status, "conflicts": (d.get("conflicts") or [])[:200],
                 "applied": d.get("applied"), "tables": report_html.tables(d)}

@@ -17,7 +17,7 @@ from pgcarry.changelog.base import ChangeLog
 from pgcarry.cutover import report_html, unmask
 from pgcarry.cutover.overwrite import overwrite
 from pgcarry.errors import LogError
-from pgcarry.replay import pii, replay
+from pgcarry.replay import pii, replay, sequences
 from pgcarry.replay.verify import verify
 from pgcarry.schemas.config import Config
 from pgcarry.schemas.dsn import safe_dsn, with_options
@@ -58,7 +58,9 @@ def rehearse(cfg: Config, log: ChangeLog, test_dsn: str, *, scratch: str | None 
         phase("overwrite", lambda: overwrite(target, test_dsn, schemas, cfg.copy_.jobs))
         phase("backup (masked values)", lambda: unmask.save(cfg.source.dsn, manifest, cfg, log, into=target))
         phase("unmask", lambda: unmask.restore(target, manifest, cfg))
-        rep = phase("replay", lambda: replay(cfg, log, target, progress=progress)).as_dict()
+        rep = phase("replay", lambda: replay(
+            cfg, log, target, progress=progress,
+            production=sequences.from_source(cfg.source.dsn, target))).as_dict()
         checks = phase("verify", lambda: verify(cfg, log, target))
     finally:
         if not scratch and not keep:

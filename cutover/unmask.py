@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry.changelog.base import ChangeLog
-from pgcarry.replay import pii
+from pgcarry.replay import pii, session
 from pgcarry.schemas.config import Config
 from pgcarry.schemas.manifest import Manifest
 
@@ -21,13 +21,13 @@ def save(dsn: str, manifest: Manifest, cfg: Config, log: ChangeLog, into: str | 
          ) -> dict[str, int]:
     """Keep production's values of the masked tables in `into` (default: production itself), in
     one transaction of `into`; re-runnable. Rows kept per table."""
-    with psycopg.connect(dsn) as src, psycopg.connect(into or dsn) as dst:
+    with session.connect(dsn) as src, session.connect(into or dsn) as dst:
         return pii.keep(src, dst, pii.tables(manifest, cfg.replay), log)
 
 
 def restore(dsn: str, manifest: Manifest, cfg: Config) -> dict[str, int]:
     """Write production's values back over the masked ones, in one transaction; rows per table."""
-    with psycopg.connect(dsn) as conn:
+    with session.connect(dsn) as conn:
         return pii.restore(conn, pii.tables(manifest, cfg.replay), cfg.salt)
 
 

@@ -1,6 +1,6 @@
 """Set-wise apply of staged net effects (mode `net`): DELETE … USING, UPDATE … FROM with the
-three-way column merge, INSERT … SELECT with the insert-exists policy, and the checks that run
-before commit (foreign-key anti-joins, sequences advanced past the largest value).
+three-way column merge, INSERT … SELECT with the insert-exists policy, and the foreign-key
+anti-joins that run before commit.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from psycopg import sql
 
 from pgcarry.errors import ReplayError
 from pgcarry.replay import journal
-from pgcarry.replay.catalog import ForeignKey, TargetTable, owned_sequences
+from pgcarry.replay.catalog import ForeignKey, TargetTable
 from pgcarry.replay.policy import merge_sql
 from pgcarry.replay.stage import Stage
 
@@ -52,7 +52,8 @@ def updates(conn: psycopg.Connection, st: Stage) -> int:
         return 0
     sets = [sql.SQL("{c} = CASE WHEN {x} THEN {m} ELSE {o} END").format(
         c=_id(c), x=st.col("x", c), o=_id("t", c),
-        m=merge_sql(st.tp.policy(c), _id("t", c), st.col("b", c), st.col("n", c))) for c in cols]
+        m=merge_sql(st.tp.policy(c), _id("t", c), st.col("b", c), st.col("n", c),
+                    st.tp.text_compare(c))) for c in cols]
     q = sql.SQL("UPDATE {t} t SET {sets} FROM {s} s WHERE s.op = 'U' AND {on}").format(
         t=st.target, sets=sql.SQL(", ").join(sets), s=st.ident, on=st.key_join())
     return conn.execute(q).rowcount
@@ -129,17 +130,3 @@ def check_foreign_keys(conn: psycopg.Connection, fkeys: list[ForeignKey], touche
                 hint="the referenced row is missing in the target (deleted on the test side, or "
                      "skipped by a policy); fix the data or the policy and replay again")
     return len(checked)
-
-
-def advance_sequences(conn: psycopg.Connection, table: TargetTable) -> list[tuple[str, int]]:
-    """setval every sequence owned by a column of `table` to the column's maximum, never back."""
-    moved = []
-    for col, sschema, sname in owned_sequences(conn, table):
-        q = sql.SQL("SELECT m, setval(%s::regclass, m, true) FROM (SELECT max({c})::bigint AS m "
-                    "FROM {t}) x, {seq} s WHERE m >= s.last_value").format(
-            c=_id(col), t=_id(*table.ident), seq=_id(sschema, sname))
-        regclass = sql.Identifier(sschema, sname).as_string(conn)
-        row = conn.execute(q, (regclass,)).fetchone()
-        if row:
-            moved.append((f"{sschema}.{sname}", int(row[0])))
-    return moved

@@ -1,7 +1,8 @@
-"""What the target database looks like now: columns, keys, foreign keys and owned sequences.
+"""What the target database looks like now: columns (and how their types compare and stage),
+keys, foreign keys.
 
 Replay maps captured relations onto this (the test side may have changed the schema), orders
-tables by its foreign keys and checks them, and advances its sequences.
+tables by its foreign keys and checks them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from pgcarry.replay import types
 from pgcarry.replay.graph import Edge
 
 
@@ -19,6 +21,8 @@ class TargetColumn:
     type: str
     generated: bool = False
     identity: str = ""  # "a" (ALWAYS), "d" (BY DEFAULT) or ""
+    text_compare: bool = False  # no btree equality (json, xml, point, box ...): compare as text
+    stage_type: str | None = None  # a domain's base type: what staging holds its values in
 
 
 @dataclass
@@ -29,6 +33,20 @@ class TargetTable:
     columns: dict[str, TargetColumn] = field(default_factory=dict)
     primary_key: list[str] = field(default_factory=list)
     deferrable_key: bool = False  # the primary key is checked at commit, not per row
+    unique_keys: list[list[str]] = field(default_factory=list)  # other immediate unique indexes
+    # on NOT NULL columns (a REPLICA IDENTITY USING INDEX key is one of them)
+
+    def has_key(self, columns: list[str]) -> bool:
+        """Whether `columns` identify a row: the primary key or a unique NOT NULL index."""
+        return sorted(columns) == sorted(self.primary_key) or self._unique(columns)
+
+    def checks_per_row(self, columns: list[str]) -> bool:
+        """Whether inserting an existing `columns` value fails at once (not at COMMIT)."""
+        return (sorted(columns) == sorted(self.primary_key) and not self.deferrable_key
+                ) or self._unique(columns)
+
+    def _unique(self, columns: list[str]) -> bool:
+        return any(sorted(columns) == sorted(k) for k in self.unique_keys)
 
     @property
     def relation(self) -> str:
@@ -59,7 +77,7 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)
 """
 _COLUMNS = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
-       a.attidentity
+       a.attidentity, a.atttypid
 FROM pg_attribute a
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
@@ -70,6 +88,17 @@ FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, po
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE i.indisprimary AND i.indrelid = ANY(%s)
 ORDER BY i.indrelid, k.pos
+"""
+_UNIQUE = """
+SELECT i.indrelid, ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, pos)
+                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                         ORDER BY k.pos)
+FROM pg_index i
+WHERE i.indisunique AND NOT i.indisprimary AND i.indimmediate AND i.indisvalid
+  AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indrelid = ANY(%s)
+  AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k(attnum) JOIN pg_attribute a
+                  ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE NOT a.attnotnull)
+ORDER BY i.indrelid, i.indexrelid
 """
 _FKEYS = """
 SELECT con.conname, cn.nspname || '.' || cc.relname, pn.nspname || '.' || pc.relname,
@@ -84,16 +113,6 @@ JOIN pg_class pc ON pc.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = pc.r
 WHERE con.contype = 'f' AND (con.conrelid = ANY(%s) OR con.confrelid = ANY(%s))
 ORDER BY 2, 1
 """
-_SEQUENCES = """
-SELECT a.attname, sn.nspname, s.relname
-FROM pg_depend d
-JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-JOIN pg_namespace sn ON sn.oid = s.relnamespace
-JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-  AND d.refobjid = %s AND d.deptype IN ('a', 'i')
-ORDER BY a.attnum
-"""
 
 
 def read_tables(conn: psycopg.Connection, relations: list[str]) -> dict[str, TargetTable]:
@@ -102,11 +121,17 @@ def read_tables(conn: psycopg.Connection, relations: list[str]) -> dict[str, Tar
     for oid, schema, name in conn.execute(_TABLES, (relations,)):
         tables[oid] = TargetTable(schema, name, oid)
     oids = list(tables)
-    for oid, name, typ, generated, identity in conn.execute(_COLUMNS, (oids,)):
-        tables[oid].columns[name] = TargetColumn(name, typ, generated, identity)
+    cols = conn.execute(_COLUMNS, (oids,)).fetchall()
+    facts = types.facts(conn, {r[5] for r in cols})
+    for oid, name, typ, generated, identity, typid in cols:
+        f = facts[typid]
+        tables[oid].columns[name] = TargetColumn(name, typ, generated, identity, f.text_compare,
+                                                 f.stage_type)
     for oid, name, deferrable in conn.execute(_PKEYS, (oids,)):
         tables[oid].primary_key.append(name)
         tables[oid].deferrable_key = deferrable
+    for oid, names in conn.execute(_UNIQUE, (oids,)):
+        tables[oid].unique_keys.append(list(names))
     return {t.relation: t for t in tables.values()}
 
 
@@ -117,8 +142,3 @@ def read_foreign_keys(conn: psycopg.Connection, tables: list[TargetTable]) -> li
         ForeignKey(name, child, tuple(cols), parent, tuple(refs), deferrable)
         for name, child, parent, deferrable, cols, refs in conn.execute(_FKEYS, (oids, oids))
     ]
-
-
-def owned_sequences(conn: psycopg.Connection, table: TargetTable) -> list[tuple[str, str, str]]:
-    """(column, sequence schema, sequence name) for serial and identity columns of `table`."""
-    return [tuple(r) for r in conn.execute(_SEQUENCES, (table.oid,))]  # type: ignore[misc]

@@ -41,7 +41,8 @@ def _columns(conn: psycopg.Connection, st: Stage) -> list[Conflict]:
     if not cols or not tp.full_identity:
         return []
     flags = [sql.SQL("({x} AND {c})").format(
-        x=st.col("x", c), c=conflict_sql(sql.Identifier("t", c), st.col("b", c), st.col("n", c)))
+        x=st.col("x", c), c=conflict_sql(sql.Identifier("t", c), st.col("b", c), st.col("n", c),
+                                         tp.text_compare(c)))
         for c in cols]
     q = sql.SQL("SELECT {k}, s.lsn, ARRAY[{f}] FROM {s} s JOIN {t} t ON {on} "
                 "WHERE s.op = 'U' AND ({any}) ORDER BY s.lsn").format(

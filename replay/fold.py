@@ -3,6 +3,8 @@
 Pure logic, no database: insert+updates become one insert of the final image, insert+delete
 vanishes, updates become one update of the columns production changed, a key change becomes a
 delete of the old key plus an insert of the new one. A TRUNCATE discards what came before it.
+A relation without a key folds as a multiset: an update or delete takes one row inserted in the
+window that equals its old image, and is kept (a KeylessOp, in commit order) when none does.
 """
 
 from __future__ import annotations
@@ -38,6 +40,22 @@ class RowEffect:
         return {**self.base, **self.new}
 
 
+@dataclass(slots=True)
+class KeylessOp:
+    """An UPDATE or DELETE of a relation without a key that no row inserted in the window
+    matched: replay changes one target row equal to `old` (an UPDATE into `new`, the full image)."""
+
+    op: str  # UPDATE | DELETE
+    lsn: int
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
+def image_sig(image: dict[str, Any]) -> tuple[tuple[str, str | None], ...]:
+    """An image as a hashable value, the same whether its numbers came as Decimal or as text."""
+    return tuple(sorted((k, None if v is None else str(v)) for k, v in image.items()))
+
+
 _DECIMAL_TYPES = ("numeric", "decimal", "real", "double precision", "float")
 
 
@@ -53,8 +71,14 @@ class TableFold:
     truncated_at: Lsn | None = None
     partial_old: bool = False  # some old image lacked columns: not REPLICA IDENTITY FULL
     columns: dict[str, str] = field(default_factory=dict)  # every column seen -> wal2json type
-    plain: list[dict[str, Any]] = field(default_factory=list)  # keyless relation: its inserts
+    keyed: bool | None = None  # None until a change told: the relation has a key
+    # a relation without a key: its inserts' final images (None: deleted again), the updates and
+    # deletes no insert matched, and the updates that changed nothing
+    plain: list[dict[str, Any] | None] = field(default_factory=list)
+    ops: list[KeylessOp] = field(default_factory=list)
+    noop: int = 0
     _decimal_key: list[bool] | None = None
+    _index: dict[tuple[Any, ...], list[int]] | None = None  # image_sig -> positions in plain
 
     def key(self, parts: tuple[Any, ...]) -> Key:
         """`parts` as a key: numeric/float parts compare as numbers (1.5 and 1.50 are one key)
@@ -70,9 +94,37 @@ class TableFold:
     def tally(self) -> Counter[str]:
         """Net row operations by op (INSERT/UPDATE/DELETE), and "noop": updates that change
         nothing (a column changed and changed back)."""
+        if not self.pk:
+            ops = Counter(o.op for o in self.ops)
+            return Counter({INSERT: len(self.inserts()), UPDATE: ops[UPDATE], DELETE: ops[DELETE],
+                            "noop": self.noop})
         out: Counter[str] = Counter(r.op if r.op != UPDATE or r.changed else "noop"
                                     for r in self.rows.values())
         return out
+
+    def inserts(self) -> list[dict[str, Any]]:
+        """A keyless relation's rows inserted in the window, as they are at its end."""
+        return [i for i in self.plain if i is not None]
+
+    def put(self, image: dict[str, Any], at: int | None = None) -> None:
+        """A keyless row into `plain` (appended, or replacing the one at `at`)."""
+        if at is None:
+            at = len(self.plain)
+            self.plain.append(image)
+        else:
+            self.plain[at] = image
+        if self._index is not None:
+            self._index.setdefault(image_sig(image), []).append(at)
+
+    def take(self, old: dict[str, Any]) -> int | None:
+        """The position of a row inserted in the window that equals `old`, no longer indexed."""
+        if self._index is None:  # built at the first update or delete: inserts stay appends
+            self._index = {}
+            for at, image in enumerate(self.plain):
+                if image is not None:
+                    self._index.setdefault(image_sig(image), []).append(at)
+        spots = self._index.get(image_sig(old))
+        return spots.pop() if spots else None
 
     def count(self, op: str) -> int:
         return self.tally()[op]
@@ -97,28 +149,27 @@ def _changed(base: dict[str, Any], new: dict[str, Any], pk: list[str]) -> set[st
 
 class Folder:
     """Feed changes in commit order with ``add`` (or, already decoded, with ``table`` and
-    ``insert``/``update``/``delete``/``truncate``); read ``tables`` at the end."""
+    ``insert``/``update``/``delete``/``truncate``); read ``tables`` at the end. `keys` names the
+    key of relations whose changes carry none (REPLICA IDENTITY USING INDEX: wal2json's pk is
+    empty, the identity index's columns identify the row)."""
 
-    def __init__(self, pk_for: Callable[[Change], list[str]] | None = None) -> None:
+    def __init__(self, pk_for: Callable[[Change], list[str]] | None = None,
+                 keys: dict[str, list[str]] | None = None) -> None:
         self.tables: dict[str, TableFold] = {}
         self._pk_for = pk_for or (lambda ch: ch.pk)
+        self.keys = keys or {}
 
     def table(self, relation: str, action: str, lsn: int, pk: Callable[[], list[str]]) -> TableFold:
         """The fold of `relation`; `pk` is asked only while the relation's key is unknown."""
         t = self.tables.get(relation)
         if t is None:
-            t = self.tables[relation] = TableFold(relation, [])
-        if not t.pk and action != TRUNCATE and not t.plain:
+            key = list(self.keys.get(relation, []))
+            t = self.tables[relation] = TableFold(relation, key, keyed=True if key else None)
+        if t.keyed is None and action != TRUNCATE:
             t.pk = pk()
-            if not t.pk and not self.keyless:
-                raise ReplayError(
-                    "captured relation has no primary key", table=relation, lsn=Lsn(lsn),
-                    hint="add a primary key, or set `ignore = true` for the table in [replay.tables]",
-                )
+            t.keyed = bool(t.pk)
         t.captured[action] += 1
         return t
-
-    keyless = False  # the fast reader keeps keyless relations' inserts in TableFold.plain
 
     def add(self, ch: Change) -> None:
         t = self.table(ch.relation, ch.action, ch.lsn.value, lambda: self._pk_for(ch))
@@ -140,6 +191,8 @@ class Folder:
     def truncate(t: TableFold, lsn: int) -> None:
         t.rows.clear()
         t.plain.clear()
+        t.ops.clear()
+        t._index = None
         t.truncated_at = Lsn(lsn)
 
     @staticmethod
@@ -153,7 +206,7 @@ class Folder:
 
     def insert(self, t: TableFold, lsn: int, image: dict[str, Any]) -> None:
         if not t.pk:
-            t.plain.append(image)
+            t.put(image)
             return
         key = self._key(t, image, lsn)
         prev = t.rows.get(key)
@@ -168,11 +221,11 @@ class Folder:
                               table=t.relation, key=key, lsn=Lsn(lsn))
 
     def update(self, t: TableFold, lsn: int, old: dict[str, Any], new: dict[str, Any]) -> None:
-        if not t.pk:
-            raise ReplayError("update of a relation without a primary key", table=t.relation,
-                              lsn=Lsn(lsn))
         if any(c not in old for c in new):
             t.partial_old = True
+        if not t.pk:
+            self._keyless_update(t, lsn, old, {**old, **new})  # unchanged TOAST: from old
+            return
         old_key = self._key(t, old, lsn) if old else self._key(t, new, lsn)
         new_key = t.key(tuple([new.get(c, k) for c, k in zip(t.pk, old_key)]))
         if new_key != old_key:  # a primary-key change: delete the old key, insert the new one
@@ -193,10 +246,26 @@ class Folder:
         if prev.op == UPDATE:
             prev.changed = _changed(prev.base, prev.new, t.pk)
 
+    @staticmethod
+    def _keyless_update(t: TableFold, lsn: int, old: dict[str, Any], full: dict[str, Any]) -> None:
+        if full == old:
+            t.noop += 1
+            return
+        at = t.take(old)
+        if at is None:
+            t.ops.append(KeylessOp(UPDATE, lsn, old, full))
+        else:
+            t.put(full, at)
+
     def delete(self, t: TableFold, lsn: int, old: dict[str, Any]) -> None:
         if not t.pk:
-            raise ReplayError("delete from a relation without a primary key", table=t.relation,
-                              lsn=Lsn(lsn))
+            at = t.take(old)
+            if at is None:
+                t.ops.append(KeylessOp(DELETE, lsn, old, {}))
+            else:
+                t.plain[at] = None
+                t.vanished += 1
+            return
         key = self._key(t, old, lsn)
         prev = t.rows.get(key)
         if prev is None:

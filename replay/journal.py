@@ -21,6 +21,7 @@ SCHEMA = "pgcarry"
 JOURNAL = "replay_journal"
 BEFORE_INDEX = "replay_before_tables"
 RUN_COLUMN = "_pgcarry_run"
+KEYLESS_COUNTS = "replay_keyless_counts"
 
 _DDL = [
     "CREATE SCHEMA IF NOT EXISTS pgcarry",
@@ -41,6 +42,15 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS pgcarry.replay_before_tables (
         relation text PRIMARY KEY,
         before_table text NOT NULL
+    )""",
+    # production's sequence positions replay used, for verify (journals of older versions lack it)
+    "ALTER TABLE pgcarry.replay_journal ADD COLUMN IF NOT EXISTS sequences jsonb",
+    # a relation without a key: per row image (its text), the target rows equal to it before a run
+    """CREATE TABLE IF NOT EXISTS pgcarry.replay_keyless_counts (
+        relation text NOT NULL,
+        run bigint NOT NULL,
+        image text NOT NULL,
+        n bigint NOT NULL
     )""",
 ]
 
@@ -75,13 +85,13 @@ def next_run(conn: psycopg.Connection) -> int:
 
 def write(conn: psycopg.Connection, run: int, slot: str, mode: str, first: Lsn | None, last: Lsn,
           transactions: int, changes: int, counts: dict[str, Any], conflicts: list[Any],
-          policy: dict[str, Any], duration_ms: int) -> None:
+          policy: dict[str, Any], duration_ms: int, sequences: dict[str, Any]) -> None:
     conn.execute(
         "INSERT INTO pgcarry.replay_journal (id, slot, mode, first_lsn, last_lsn, transactions, "
-        "changes, counts, conflicts, policy, duration_ms) "
-        "VALUES (%s, %s, %s, %s::pg_lsn, %s::pg_lsn, %s, %s, %s, %s, %s, %s)",
+        "changes, counts, conflicts, policy, duration_ms, sequences) "
+        "VALUES (%s, %s, %s, %s::pg_lsn, %s::pg_lsn, %s, %s, %s, %s, %s, %s, %s)",
         (run, slot, mode, str(first) if first else None, str(last), transactions, changes,
-         Jsonb(counts), Jsonb(conflicts), Jsonb(policy), duration_ms),
+         Jsonb(counts), Jsonb(conflicts), Jsonb(policy), duration_ms, Jsonb(sequences)),
     )
 
 
@@ -91,8 +101,8 @@ def runs(conn: psycopg.Connection, slot: str) -> list[dict[str, Any]]:
         return []
     cur = conn.execute(
         "SELECT id, mode, first_lsn::text, last_lsn::text, transactions, changes, counts, "
-        "conflicts, policy, applied_at FROM pgcarry.replay_journal WHERE slot = %s ORDER BY id",
-        (slot,))
+        "conflicts, policy, applied_at, to_jsonb(j) -> 'sequences' AS sequences "
+        "FROM pgcarry.replay_journal j WHERE slot = %s ORDER BY id", (slot,))
     names = [d.name for d in cur.description or ()]
     return [dict(zip(names, r)) for r in cur]
 

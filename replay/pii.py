@@ -126,9 +126,9 @@ def unmatched(conn: psycopg.Connection, masked: list[Table]) -> list[str]:
 
 # -- keeping production's values -----------------------------------------------------------------
 
-def _fold(log: ChangeLog, wanted: set[str]) -> dict[str, TableFold]:
-    folder = Folder()
-    folder.keyless = True
+def _fold(log: ChangeLog, masked: list[Table]) -> dict[str, TableFold]:
+    wanted = {t.info.qualified for t in masked}
+    folder = Folder(keys={t.info.qualified: t.info.identity_key for t in masked if t.info.identity_key})
     for t in log.transactions(None):
         for ch in t.changes:
             if ch.relation in wanted:
@@ -159,7 +159,7 @@ def _adjust(conn: psycopg.Connection, t: Table, fold: TableFold) -> None:
     if not t.key:
         cols = t.side_columns
         tmp = _scratch(conn, t, cols)
-        copy_into(conn, tmp, cols, _values(fold.plain, cols, types))
+        copy_into(conn, tmp, cols, _values(fold.inserts(), cols, types))
         conn.execute(sql.SQL(
             "DELETE FROM {s} WHERE ctid IN (SELECT x.ctid FROM (SELECT ctid, {r} AS r, row_number() "
             "OVER (PARTITION BY {r}) AS n FROM {s} p) x JOIN (SELECT {r} AS r, row_number() OVER "
@@ -183,7 +183,7 @@ def keep(src: psycopg.Connection, dst: psycopg.Connection, masked: list[Table],
     """Copy production's rows of each masked table that existed at T0 (production now, corrected
     by the log since T0) into side tables of `dst`; the caller commits. Re-runnable."""
     dst.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-    folds = _fold(log, {t.info.qualified for t in masked})
+    folds = _fold(log, masked)
     out = {}
     for t in masked:
         prod = sql.Identifier(t.info.schema_name, t.info.name)

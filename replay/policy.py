@@ -2,7 +2,9 @@
 
 ``merge`` decides one column in Python (the reference the tests hold the SQL to); ``merge_sql``
 builds the same decision as an expression over the target row ("ours"), production's old value
-("base") and production's new value ("new"), so replay and verify can apply it set-wise.
+("base") and production's new value ("new"), so replay and verify can apply it set-wise. Every
+comparison is NULL-safe; with ``text`` (a type without btree equality, see replay/types.py) it
+compares the values' text.
 """
 
 from __future__ import annotations
@@ -64,23 +66,31 @@ def merge(policy: str, ours: Any, base: Any, new: Any) -> Any:
     return new
 
 
+def distinct_sql(a: sql.Composable, b: sql.Composable, text: bool = False) -> sql.Composable:
+    """`a IS DISTINCT FROM b`; with `text`, of the values' text."""
+    if text:
+        return sql.SQL("({}::text IS DISTINCT FROM {}::text)").format(a, b)
+    return sql.SQL("({} IS DISTINCT FROM {})").format(a, b)
+
+
 def merge_sql(policy: str, ours: sql.Composable, base: sql.Composable,
-              new: sql.Composable) -> sql.Composable:
+              new: sql.Composable, text: bool = False) -> sql.Composable:
     """`merge` as a SQL expression (NULL-safe comparisons)."""
     if policy == DELTA:
         return sql.SQL(
             "CASE WHEN {b} IS NULL OR {o} IS NULL OR {n} IS NULL THEN {n} ELSE {o} + ({n} - {b}) END"
         ).format(o=ours, b=base, n=new)
     if policy == TARGET_WINS:
-        return sql.SQL("CASE WHEN {o} IS NOT DISTINCT FROM {b} THEN {n} ELSE {o} END").format(
-            o=ours, b=base, n=new)
+        return sql.SQL("CASE WHEN NOT {d} THEN {n} ELSE {o} END").format(
+            d=distinct_sql(ours, base, text), o=ours, n=new)
     return new
 
 
-def conflict_sql(ours: sql.Composable, base: sql.Composable, new: sql.Composable) -> sql.Composable:
+def conflict_sql(ours: sql.Composable, base: sql.Composable, new: sql.Composable,
+                 text: bool = False) -> sql.Composable:
     """`is_conflict` as a SQL boolean."""
-    return sql.SQL("({o} IS DISTINCT FROM {b} AND {o} IS DISTINCT FROM {n})").format(
-        o=ours, b=base, n=new)
+    return sql.SQL("({} AND {})").format(distinct_sql(ours, base, text),
+                                         distinct_sql(ours, new, text))
 
 
 def table_decision(rule: str, kind: str) -> str:

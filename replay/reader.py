@@ -78,17 +78,18 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task) -> dict[str, TableFold]:
-    """Fold `rows` (commit order) into net effects per relation; keyless relations keep their
-    inserts in ``TableFold.plain``. Fills `stats`: first/last commit LSN, transactions, changes;
-    `task` counts the changes read."""
+def read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task,
+         keys: dict[str, list[str]] | None = None) -> dict[str, TableFold]:
+    """Fold `rows` (commit order) into net effects per relation (see fold.Folder, also for
+    `keys`). Fills `stats`: first/last commit LSN, transactions, changes; `task` counts the
+    changes read."""
     with no_gc():
-        return _read(rows, stats, task)
+        return _read(rows, stats, task, keys)
 
 
-def _read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task) -> dict[str, TableFold]:
-    folder = Folder()
-    folder.keyless = True
+def _read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task,
+          keys: dict[str, list[str]] | None) -> dict[str, TableFold]:
+    folder = Folder(keys=keys)
     tables = folder.tables
     relations: dict[tuple[str, str], str] = {}
     n, commit, ntx, note = 0, -1, 0, prog.EVERY
@@ -116,10 +117,6 @@ def _read(rows: Iterator[RawChange], stats: dict[str, Any], task: prog.Task) -> 
         seen = t.columns.keys()
         if not (seen >= new.keys() and seen >= old.keys()):
             _learn(t, raw, lsn)
-        if not t.pk:  # keyless: inserts kept in order; keyless.split refuses anything else
-            if action == INSERT:
-                t.plain.append(new)
-            continue
         if action == INSERT:
             pk = t.pk
             key = t.key((new[pk[0]],)) if len(pk) == 1 and pk[0] in new else None

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pgcarry.replay.run import Report
 
+from pgcarry.replay.plan import key_label
+
 MAX_LISTED = 50  # conflicts printed on a terminal; --json lists all
+
+
+def conflict_line(c: dict[str, Any]) -> str:
+    """One conflict, as --json holds it, for a person."""
+    key = tuple(c["key"]) if isinstance(c["key"], list) else c["key"]
+    column = f" {c['column']}" if c["column"] else ""
+    return f"{c['table']} {key_label(key)} {c['kind']}{column}: {c['decision']}"
 
 
 def report_dict(rep: Report) -> dict[str, Any]:
@@ -27,13 +36,16 @@ def report_dict(rep: Report) -> dict[str, Any]:
                     "net": tp.counts(), "applied": rep.applied.get(tp.relation),
                     "full_identity": tp.full_identity, "notes": tp.notes}
                    for tp in p.ordered()],
-        "keyless": [{"table": rel, "insert": n, "applied": rep.applied.get(rel)}
+        "keyless": [{"table": rel, "insert": n["insert"], "update": n["update"],
+                     "delete": n["delete"], "applied": rep.applied.get(rel)}
                     for rel, n in rep.keyless.items()],
         "conflicts": [c.as_dict() for c in p.conflicts],
         "drift": [{"kind": d.kind, "table": d.relation, "column": d.column, "detail": d.detail,
                    "resolve": d.resolve, "blocking": d.blocking} for d in p.drift],
         "sequences": [{"sequence": s, "value": v} for s, v in rep.sequences],
+        "production_sequences": {"next": rep.production.next, "unknown": rep.production.unknown},
         "foreign_keys_checked": rep.fk_checked,
+        "triggers": [t.as_dict() for t in rep.triggers if t.listed],
     })
     return out
 
@@ -55,17 +67,13 @@ def render(rep: Report, print_table: Any) -> None:
         rows.append([tp.relation, n["insert"], n["update"], n["delete"], n["noop"] + n["vanished"],
                      a.get("insert", "-"), a.get("update", "-"), a.get("delete", "-")])
     print_table(["table (FK order)", "ins", "upd", "del", "folded", "applied ins", "upd", "del"], rows)
-    for rel, n in rep.keyless.items():
-        done = rep.applied.get(rel, {}).get("insert")
-        print(f"no primary key: {rel}: {n} inserts, replayed as they came"
-              + (f" ({done} applied)" if done is not None else ""))
     for tp in p.ordered():
         for note in tp.notes:
             print(f"note: {tp.relation}: {note}")
     if p.conflicts:
         print(f"\n{len(p.conflicts)} conflict(s):")
         print_table(["table", "key", "lsn", "kind", "column", "decision"],
-                    [[c.table, c.as_dict()["key"], c.lsn, c.kind, c.column or "", c.decision]
+                    [[c.table, c.label, c.lsn, c.kind, c.column or "", c.decision]
                      for c in p.conflicts[:MAX_LISTED]])
         if len(p.conflicts) > MAX_LISTED:
             print(f"... {len(p.conflicts) - MAX_LISTED} more (see --json)")
@@ -77,5 +85,21 @@ def render(rep: Report, print_table: Any) -> None:
             print(f"  [{mark}] {d.kind} {d.relation}{col}: {d.detail}")
             if d.resolve:
                 print(f"          resolve with: {d.resolve}")
+    _triggers(rep)
     if rep.sequences:
         print("\nsequences advanced: " + ", ".join(f"{s}={v}" for s, v in rep.sequences))
+    if rep.production.unknown:
+        print(f"note: sequences were moved past the largest value present only: "
+              f"{rep.production.unknown}")
+
+
+def _triggers(rep: Report) -> None:
+    listed = [t for t in rep.triggers if t.listed]
+    if listed:
+        print("\ntriggers on replayed tables that production lacks, or that fire during replay:")
+    for t in listed:
+        where = {False: "only on the test side", True: "also on production",
+                 None: "production's not recorded"}[t.production]
+        how = ("fires (fire-triggers)" if t.named else "fires (ENABLE ALWAYS/REPLICA)" if t.fires
+               else "does not fire; name it in fire-triggers to fire it")
+        print(f"  {t.relation}.{t.name}: {where}; {how}")

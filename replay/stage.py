@@ -1,7 +1,8 @@
 """Staging: one temporary table per replayed relation holding its net effects, loaded by COPY.
 
-Its columns take the target's own types (``CREATE TEMP TABLE … AS SELECT … WITH NO DATA``), so
-COPY parses production's text values with the target's input functions: per target column j,
+Its columns take the target's own types (``CREATE TEMP TABLE … AS SELECT … WITH NO DATA``; a
+domain's base type, so its NOT NULL or CHECK never refuses a staged NULL), so COPY parses
+production's text values with the target's input functions: per target column j,
 ``n{j}`` is production's final value, ``b{j}`` its value before the window, ``x{j}`` whether
 production changed it (for inserts: whether it was sent).
 """
@@ -50,15 +51,21 @@ class Stage:
             sql.SQL("{} = {}").format(sql.Identifier(t, c), self.col("n", c, s)) for c in self.tp.key)
 
     def key_select(self, s: str = "s") -> sql.Composable:
-        return sql.SQL(", ").join(self.col("n", c, s) for c in self.tp.key)
+        """The key columns as text: keys leave the database in PostgreSQL's own text form (uuid,
+        numeric, timestamps, bytea, arrays, composites), which every report and JSON can hold."""
+        return sql.SQL(", ").join(sql.SQL("{}::text").format(self.col("n", c, s))
+                                  for c in self.tp.key)
 
 
 def create(conn: psycopg.Connection, st: Stage) -> None:
+    assert st.tp.target is not None
     parts = [sql.SQL("NULL::text AS op, 0::bigint AS lsn, 0 AS sig")]
     for j, c in enumerate(st.columns):
-        parts.append(sql.SQL("t.{c} AS {n}, t.{c} AS {b}, true AS {x}").format(
-            c=sql.Identifier(c), n=sql.Identifier(f"n{j}"), b=sql.Identifier(f"b{j}"),
-            x=sql.Identifier(f"x{j}")))
+        base = st.tp.target.columns[c].stage_type
+        v = sql.SQL("t.{}::{}").format(sql.Identifier(c), sql.SQL(base)) if base else \
+            sql.Identifier("t", c)
+        parts.append(sql.SQL("{v} AS {n}, {v} AS {b}, true AS {x}").format(
+            v=v, n=sql.Identifier(f"n{j}"), b=sql.Identifier(f"b{j}"), x=sql.Identifier(f"x{j}")))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} t WITH NO DATA")
                  .format(st.ident, sql.SQL(", ").join(parts), st.target))
 

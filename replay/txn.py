@@ -3,6 +3,7 @@
 The same policies as mode `net`, decided per event: an update writes the columns that event
 changed, merged with the target row; a key whose captured insert was kept as the target's row
 (insert-exists = target-wins) or whose update was skipped ignores its later events, as in `net`.
+A relation without a key changes one row equal to each event's old image (replay/keyless.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from psycopg import sql
 
 from pgcarry import progress as prog
 from pgcarry.errors import ConflictError, ReplayError
-from pgcarry.replay.plan import Plan, TablePlan
+from pgcarry.replay import keyless
+from pgcarry.replay.plan import Plan, TablePlan, key_label
 from pgcarry.replay.policy import merge_sql
 from pgcarry.schemas.change import DELETE, INSERT, TRUNCATE, UPDATE, Change, Transaction
 
@@ -51,7 +53,7 @@ def _insert_sql(tp: TablePlan, cols: tuple[str, ...]) -> sql.Composed:
 
 def _update_sql(tp: TablePlan, cols: tuple[str, ...]) -> sql.Composed:
     sets = [sql.SQL("{c} = {m}").format(c=_id(c), m=merge_sql(
-        tp.policy(c), _id(c), sql.Placeholder(f"b{i}"), sql.Placeholder(f"n{i}")))
+        tp.policy(c), _id(c), sql.Placeholder(f"b{i}"), sql.Placeholder(f"n{i}"), tp.text_compare(c)))
         for i, c in enumerate(cols)]
     return sql.SQL("UPDATE {t} SET {s} WHERE {w}").format(
         t=_target(tp), s=sql.SQL(", ").join(sets), w=_where(tp))
@@ -69,6 +71,7 @@ class _Applier:
             r: {"insert": 0, "update": 0, "delete": 0, "reinsert": 0} for r in plan.tables}
         self.kept: set[tuple[str, tuple[Any, ...]]] = set()  # keys whose later events are ignored
         self._sql: dict[tuple[Any, ...], sql.Composed] = {}
+        self.rows = {tp.relation: keyless.Rows(conn, tp) for tp in plan.tables.values() if tp.keyless}
 
     def _q(self, build: Callable[..., sql.Composed], tp: TablePlan, *args: Any) -> sql.Composed:
         k = (build, id(tp), *args)
@@ -109,7 +112,8 @@ class _Applier:
         elif tp.rules.update_missing == "reinsert":
             self.insert(tp, {**old, **new}, "reinsert")
         elif tp.rules.update_missing == "fail":
-            raise ConflictError("update-missing conflict", table=tp.relation, key=self._key(tp, old),
+            raise ConflictError("update-missing conflict", table=tp.relation,
+                                key=key_label(tp.key_text(old)),
                                 lsn=ch.lsn, hint="set update-missing = \"skip\" or \"reinsert\"")
         else:
             self.kept.add((tp.source, self._key(tp, old)))
@@ -126,6 +130,9 @@ class _Applier:
             self.conn.execute(sql.SQL("TRUNCATE {}").format(_target(tp)))
             self.kept = {k for k in self.kept if k[0] != tp.source}
             return
+        if tp.keyless:
+            self.keyless(self.rows[tp.relation], ch)
+            return
         image = ch.new if ch.action == INSERT else ch.old
         if (tp.source, self._key(tp, image)) in self.kept:
             if ch.action == DELETE:
@@ -137,6 +144,22 @@ class _Applier:
             self.update(tp, ch)
         elif ch.action == DELETE:
             self.delete(tp, image)
+
+    @staticmethod
+    def keyless(rows: keyless.Rows, ch: Change) -> None:
+        if ch.action == INSERT:
+            rows.insert(ch.new)
+        elif ch.action == UPDATE:
+            rows.update(ch.lsn.value, ch.old, {**ch.old, **ch.new})
+        elif ch.action == DELETE:
+            rows.delete(ch.lsn.value, ch.old)
+
+    def done(self) -> dict[str, dict[str, int]]:
+        """What was applied per relation; the keyless relations' conflicts go to the plan."""
+        for rel, rows in self.rows.items():
+            self.applied[rel] = rows.applied
+            self.plan.conflicts += rows.conflicts
+        return self.applied
 
 
 def apply(conn: psycopg.Connection, plan: Plan, txns: list[Transaction],
@@ -153,4 +176,4 @@ def apply(conn: psycopg.Connection, plan: Plan, txns: list[Transaction],
                                   hint="nothing was changed; fix the target or the policy") from None
         if n % 100 == 0:
             task.update(n)
-    return a.applied
+    return a.done()

@@ -256,6 +256,7 @@ class TablePolicy(_Model):
     ignore_columns: list[str] = Field(default_factory=list)
     rename_to: str | None = None  # "schema.table" in the target
     ignore: bool = False
+    fire_triggers: list[str] = Field(default_factory=list)  # target triggers to fire during replay
 
 
 class ReplayConfig(_Model):

@@ -41,6 +41,7 @@ class TableInfo(BaseModel):
     name: str
     primary_key: list[str]
     replica_identity: str  # full | default | index | nothing
+    identity_key: list[str] = Field(default_factory=list)  # REPLICA IDENTITY USING INDEX columns
     columns: list[Column]
     foreign_keys: list[ForeignKey] = Field(default_factory=list)
     masked_columns: list[str] = Field(default_factory=list)
@@ -50,6 +51,8 @@ class TableInfo(BaseModel):
     partitions: list[list[str]] = Field(default_factory=list)
     masks: list[MaskRecord] = Field(default_factory=list)
     mask_key: list[str] = Field(default_factory=list)  # what a masked row is matched on ([]: all of it)
+    triggers: list[str] | None = None  # production's own triggers (None: a log from before they
+    # were recorded)
 
     @property
     def qualified(self) -> str:
@@ -68,3 +71,8 @@ class Manifest(BaseModel):
     tables: dict[str, TableInfo]  # keyed "schema.table"
     copy_target: str | None = None  # DSN of the copy, password removed
     mask_salt_check: str | None = None  # capture.mask.salt_check(): the same salt later? (not the salt)
+
+    def identity_keys(self) -> dict[str, list[str]]:
+        """The key of each relation captured with REPLICA IDENTITY USING INDEX (its changes name
+        no primary key)."""
+        return {rel: t.identity_key for rel, t in self.tables.items() if t.identity_key}

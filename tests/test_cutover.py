@@ -124,7 +124,7 @@ def test_rehearse_touches_nothing_and_predicts_the_conflicts(source_dsn, target_
         before = shop.checksum(c)
     rep = json.loads(cli(workdir, "rehearse", "--from", target_dsn, "--json").stdout)
     assert rep["ok"] and not rep["kept"] and rep["expected_downtime_seconds"] > 0
-    assert [(c["table"], c["key"]) for c in rep["conflicts"]] == [("public.coupons", [1001])]
+    assert [(c["table"], c["key"]) for c in rep["conflicts"]] == [("public.coupons", ["1001"])]
     assert _slot_lsn(source_dsn) == lsn
     with psycopg.connect(source_dsn) as c:
         assert shop.checksum(c) == before

@@ -4,12 +4,14 @@ reference fold (Change objects; mode `txn` and verify) and for mode `net`'s read
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pgcarry.errors import ReplayError
-from pgcarry.replay import keyless, reader
+from pgcarry.replay import reader
 from pgcarry.replay.fold import fold
 from pgcarry.replay.fold import fold as reference_fold
 from pgcarry.schemas.change import Change
@@ -172,16 +174,62 @@ def test_reader_keeps_a_keyless_relations_inserts_in_order():
     assert t.captured == {"I": 3}
 
 
-def test_a_keyless_relation_with_captured_updates_is_refused_by_name():
+def test_a_keyless_relation_folds_as_a_multiset():
+    """Updates and deletes take one equal row inserted in the window (duplicates one per change);
+    the rest stay as operations on the target's rows, in commit order, with full new images."""
     w = Wal(pk={T: []})
-    rows = [(0, ch.lsn.value, ch.action, ch.schema, ch.table, ch.raw)
-            for ch in (w.ins(T, a=1), w.upd(T, {"a": 1}, {"a": 2}), w.dele(T, a=2))]
-    folds = reader.read(iter(rows), {}, lambda _m: None)
-    with pytest.raises(ReplayError) as e:
-        keyless.split(folds)
-    assert str(e.value).startswith("relation without a primary key has captured delete, update "
-                                   "changes")
-    assert "table=public.t" in str(e.value)
+    t = fold([w.ins(T, a=1, b="x"), w.ins(T, a=1, b="x"), w.ins(T, a=2, b="y"),
+              w.upd(T, {"a": 1, "b": "x"}, {"a": 1, "b": "z"}),  # one of the two inserted (1, x)
+              w.dele(T, a=2, b="y"),  # the inserted (2, y): vanishes
+              w.upd(T, {"a": 7, "b": "t0"}, {"a": 8}),  # a T0 row; b unchanged (TOAST) is kept
+              w.upd(T, {"a": 8, "b": "t0"}, {"a": 9, "b": "t0"}),  # the same row again
+              w.dele(T, a=1, b="t0"), w.upd(T, {"a": 5, "b": "n"}, {"a": 5, "b": "n"})])[T]
+    assert sorted(map(str, t.inserts())) == sorted(map(str, [{"a": 1, "b": "x"}, {"a": 1, "b": "z"}]))
+    assert [(o.op, o.old, o.new) for o in t.ops] == [
+        ("U", {"a": 7, "b": "t0"}, {"a": 8, "b": "t0"}), ("U", {"a": 8, "b": "t0"}, {"a": 9, "b": "t0"}),
+        ("D", {"a": 1, "b": "t0"}, {})]
+    assert (t.vanished, t.noop) == (1, 1)
+    assert t.tally() == {"I": 2, "U": 2, "D": 1, "noop": 1}
+    assert t.captured == {"I": 3, "U": 4, "D": 2}
+    w2 = fold([w.ins(T, a=1, b="x"), w.upd(T, {"a": 3, "b": "q"}, {"a": 4, "b": "q"}), w.trunc(T),
+               w.ins(T, a=2, b="y")])[T]
+    assert (w2.inserts(), w2.ops) == ([{"a": 2, "b": "y"}], [])
+
+
+keyless_script = st.lists(st.tuples(st.sampled_from("iud"), st.integers(0, 3), st.integers(0, 50)),
+                          max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(keyless_script)
+def test_keyless_fold_then_ops_then_inserts_is_commit_order(script):
+    """Applying the fold's operations to the T0 rows, then its inserts, gives the multiset that
+    applying every change in commit order gives (which equal row a change takes never matters)."""
+    w = Wal(pk={T: []})
+    t0 = [{"v": 1}, {"v": 1}, {"v": 2}]
+    rows, changes = [dict(r) for r in t0], []
+    for op, v, pick in script:
+        if op == "i":
+            rows.append({"v": v})
+            changes.append(w.ins(T, v=v))
+        elif rows:
+            old = rows.pop(pick % len(rows))
+            if op == "u":
+                rows.append({"v": v})
+                changes.append(w.upd(T, old, {"v": v}))
+            else:
+                changes.append(w.dele(T, **old))
+    if not changes:
+        return
+    f = fold(changes)[T]
+    got = Counter(r["v"] for r in t0)
+    for o in f.ops:
+        assert got[o.old["v"]] > 0  # production's row is there: nothing goes missing
+        got[o.old["v"]] -= 1
+        if o.op == "U":
+            got[o.new["v"]] += 1
+    got.update(r["v"] for r in f.inserts())
+    assert +got == Counter(r["v"] for r in rows)
 
 
 @settings(max_examples=150, deadline=None)

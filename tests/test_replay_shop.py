@@ -113,10 +113,10 @@ def test_serial_id_collision_policies(source_dsn, target_dsn, workdir, policy, c
     if policy is None:
         assert res.returncode == 4
         assert "insert-exists conflict" in res.stderr and "public.coupons" in res.stderr
-        assert "key=(1001,)" in res.stderr
+        assert "key=(1001)" in res.stderr
         dry = json.loads(_replay(workdir, target_dsn, "--dry-run", "--json").stdout)
         assert [(c["table"], c["key"], c["decision"]) for c in dry["conflicts"]
-                if c["kind"] == "insert-exists"] == [("public.coupons", [1001], "fail")]
+                if c["kind"] == "insert-exists"] == [("public.coupons", ["1001"], "fail")]
         with psycopg.connect(target_dsn) as c:
             assert shop.checksum(c) == before
         assert query(target_dsn, "SELECT to_regclass('pgcarry.replay_journal')") == [(None,)]

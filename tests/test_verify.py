@@ -33,8 +33,8 @@ def test_verify_passes_then_names_the_tampered_row(target, workdir):  # noqa: F8
         conn.execute("DELETE FROM child WHERE id = 10")
     checks = verify(c, log, target)
     bad = {ch.table: ch.detail for ch in checks if not ch.ok}
-    assert "key (1,)" in bad["public.parent"] and "n differ" in bad["public.parent"]
-    assert "key (10,)" in bad["public.child"] and "row missing" in bad["public.child"]
+    assert "key (1)" in bad["public.parent"] and "n differ" in bad["public.parent"]
+    assert "key (10)" in bad["public.child"] and "row missing" in bad["public.child"]
 
 
 def test_verify_fails_a_false_assertion_and_orphans(target, workdir):  # noqa: F811
