@@ -64,7 +64,8 @@ def main() -> int:
             conn.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, customer text, "
                          "amount numeric(12,2), note text, created_at timestamptz DEFAULT now())")
             conn.execute("ALTER TABLE orders REPLICA IDENTITY FULL")
-        (work / "pgcarry.toml").write_text(f'[source]\ndsn = "{dsn}"\n[log]\npath = "log.db"\n')
+        (work / "pgcarry.toml").write_text(f'[source]\ndsn = "{dsn}"\n[capture]\naccept-nan-as-null = true\n'
+                                           '[log]\npath = "log.db"\n')
         pgcarry(work, "start")
         kafka = None if args.no_kafka else capture_kafka.setup(dsn, work)
         manifest = json.loads(pgcarry(work, "status", "--json", "--offline"))

@@ -41,7 +41,8 @@ def setup(dsn: str, tmp: Path) -> KafkaBench | None:
         work = tmp / f"kafka-{codec}"
         work.mkdir()
         (work / "pgcarry.toml").write_text(
-            f'[source]\ndsn = "{dsn}"\nslot = "pgcarry_kafka_{codec}"\n[log]\nbackend = "kafka"\n'
+            f'[source]\ndsn = "{dsn}"\nslot = "pgcarry_kafka_{codec}"\n'
+            f'[capture]\naccept-nan-as-null = true\n[log]\nbackend = "kafka"\n'
             f'[log.kafka]\nbootstrap-servers = "{broker.bootstrap}"\nsingle-broker = true\n'
             f'compression = "{codec}"\n')
         _pgcarry(work, "start")

@@ -48,18 +48,33 @@ def run_tool(name: str, args: list[str], dsn: str) -> None:
         )
 
 
+def dump_pattern(name: str) -> str:
+    """`name` as a pg_dump -n/-t pattern that matches exactly it: inside double quotes every
+    character is literal (psql pattern rules), and a quote is written twice."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def dump(source_dsn: str, snapshot: str | None, schemas: Iterable[str], out_dir: Path, jobs: int) -> None:
     args = ["-Fd", "-j", str(jobs), "-f", str(out_dir), "--no-owner", "--no-privileges"]
     if snapshot:
         args.append(f"--snapshot={snapshot}")
     for s in sorted(set(schemas)):
-        args += ["-n", s]
+        args += ["-n", dump_pattern(s)]
     run_tool("pg_dump", args, source_dsn)
 
 
 def _existing_schemas(dsn: str) -> set[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+
+
+def _schema_entry(line: str) -> str | None:
+    """The schema a `pg_restore -l` line creates ("ID; OID OID SCHEMA - name owner"), else None.
+    Names are listed unquoted and may hold spaces; the owner is the last word."""
+    head, sep, rest = line.partition(" SCHEMA - ")
+    if not sep or head.startswith(";"):
+        return None
+    return rest.rsplit(" ", 1)[0]
 
 
 def restore(target_dsn: str, dump_dir: Path, jobs: int, between: Callable[[], None] | None = None
@@ -71,10 +86,7 @@ def restore(target_dsn: str, dump_dir: Path, jobs: int, between: Callable[[], No
         [pg_tool("pg_restore"), "-l", str(dump_dir)], capture_output=True, text=True, check=True
     ).stdout
     existing = _existing_schemas(target_dsn)
-    keep = [
-        line for line in listing.splitlines()
-        if not (" SCHEMA - " in line and line.split(" SCHEMA - ", 1)[1].split()[0] in existing)
-    ]
+    keep = [line for line in listing.splitlines() if _schema_entry(line) not in existing]
     list_file = dump_dir.parent / "restore.list"
     list_file.write_text("\n".join(keep) + "\n")
 

@@ -19,13 +19,17 @@ import psycopg2
 import psycopg2.errors
 
 from pgcarry import progress as prog
-from pgcarry.capture import forecast, replication
+from pgcarry.capture import failure, forecast, identity, replication
 from pgcarry.capture.metrics import Metrics
+from pgcarry.capture.routing import Router
 from pgcarry.changelog import ChangeLog
-from pgcarry.errors import LogError, LogFullError, LogUnavailableError, SlotError
+from pgcarry.changelog.integrity import CAPTURE_STOPPED
+from pgcarry.errors import (CaptureStoppedError, LogError, LogFullError, LogUnavailableError,
+                            PreflightError, SlotError)
 from pgcarry.schemas.change import Change
 from pgcarry.schemas.dsn import redact
 from pgcarry.schemas.lsn import Lsn
+from pgcarry.schemas.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +83,16 @@ class Progress:
 
 class Capture:
     def __init__(
-        self, dsn: str, slot: str, changelog: ChangeLog, options: dict[str, str],
+        self, dsn: str, slot: str, changelog: ChangeLog, manifest: Manifest,
         metrics: Metrics | None = None, progress: prog.Progress = prog.NULL,
         wal_samples: bool = True,
     ) -> None:
-        self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, options
+        self.dsn, self.slot, self.log, self.options = dsn, slot, changelog, manifest.plugin_options
         self.metrics, self.reporter = metrics, progress
+        self.router = Router(manifest, dsn, changelog)
+        self._routes = self.router.routes  # the hot path's lookup
+        self.watch = identity.Watch(changelog, self.router.routes)
+        self._commit: Lsn | None = None  # of the transaction being read
         self.progress = Progress()
         self.wal = forecast.WalSamples.from_state(changelog.get_state(forecast.SAMPLES_KEY))
         self._next_sample = 0.0 if wal_samples else float("inf")  # off: no connection but the stream
@@ -114,6 +122,7 @@ class Capture:
                 f"replication slot {self.slot!r} cannot stream: {redact(str(e).strip())}",
                 hint="the log is complete only up to its last position; see `pgcarry status`",
             ) from None
+        self._conn.notices = []  # wal2json warns when it drops a change without a replica identity
         try:
             self.log.slot_acquired()
         except BaseException:
@@ -145,6 +154,7 @@ class Capture:
                 break
         if handled == 0:
             self._idle_position()
+        self._dropped_changes()
         self.sync()
         if handled == 0:
             select.select([self._conn], [], [], timeout)
@@ -154,8 +164,14 @@ class Capture:
         raw = msg.payload.decode("utf-8")
         action = raw[_ACTION_AT]  # wal2json v2 opens every message with {"action":"X"
         if action in _ROW_ACTIONS:
-            schema, table = _relation(raw)
-            change = Change(self._seq, Lsn(msg.data_start), action, schema, table, raw)
+            lsn = Lsn(msg.data_start)
+            name = _relation(raw)
+            route = self._routes.get(name) or self.router.route(*name, lsn)
+            if route is None:
+                return
+            if action != "I" and not self.watch.change(route, action, raw, lsn):
+                return
+            change = Change(self._seq, lsn, action, route.schema, route.table, raw)
             self.log.append(change)
             self._seq += 1
             self._unsynced += 1
@@ -168,8 +184,10 @@ class Capture:
         if action == "B":
             self._in_txn = True
             self._seq = 0
+            self.router.transaction()
             # a transaction re-sent after a restart is stored once; count it once too
-            self._duplicate = not self.log.begin(int(doc["xid"]), Lsn.parse(doc["nextlsn"]))
+            self._commit = Lsn.parse(doc["nextlsn"])
+            self._duplicate = not self.log.begin(int(doc["xid"]), self._commit)
         elif action == "C":
             self.log.commit(doc.get("timestamp"))
             self._in_txn = False
@@ -179,6 +197,14 @@ class Capture:
                 if self.metrics:
                     self.metrics.commit(doc.get("timestamp"))
         # "M" (logical decoding messages) are not captured
+
+    def _dropped_changes(self) -> None:
+        """psycopg2 hands notices (wal2json's warnings) over when the connection is polled."""
+        assert self._conn is not None
+        self._conn.poll()
+        if self._conn.notices:
+            self.watch.notices(self._conn.notices, self._commit or self.progress.position)
+            self._conn.notices.clear()
 
     def _advance(self, lsn: Lsn) -> None:
         if self.progress.position is None or lsn > self.progress.position:
@@ -269,6 +295,7 @@ class Capture:
                 if until is not None and self.progress.position is not None:
                     drain.update(min(self.progress.position.value, until.value) - start)
                 self.sample_wal()
+                self.router.check(self.progress.position)
             except LogFullError as e:
                 log.warning("change log cannot be written, confirming nothing; re-reading the slot in "
                             "%.1fs: %s", backoff, e)
@@ -278,7 +305,8 @@ class Capture:
             except LogUnavailableError as e:
                 log.warning("change log unavailable, retrying in %.1fs: %s", backoff, e)
                 backoff = self._wait(backoff, stop, self.log.keepalive)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as e:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError,
+                    psycopg.OperationalError) as e:
                 if isinstance(e, _SLOT_GONE):
                     raise SlotError(f"replication slot {self.slot!r} was lost: {redact(str(e).strip())}") from None
                 if isinstance(e, psycopg2.errors.ObjectInUse) and busy_timeout is not None:
@@ -289,12 +317,35 @@ class Capture:
                             f"{busy_timeout:.0f}s: {redact(str(e).strip())}",
                             hint="another capture daemon streams it: stop it (see `pgcarry status`), "
                                  "then run the command again") from None
+                self._fatal(e)
                 log.warning("source connection lost, reconnecting in %.1fs: %s", backoff, redact(str(e).strip()))
                 self.close()
+                self.router.close()
                 backoff = self._wait(backoff, stop, self.log.keepalive)
         self._finish()
         drain.close()
         return self.progress
+
+    def _fatal(self, e: Exception) -> None:
+        """Stop on a server error that repeats at the same LSN on every retry (capture/failure.py);
+        a change too large is recorded in the log, so status, replay and cutover say so."""
+        d = getattr(e, "diag", None)
+        f = failure.classify(d.message_primary or str(e), d.message_detail, d.context) if d else None
+        if f is None:
+            return
+        self.close()
+        if f.kind == "plugin":
+            raise PreflightError(f"wal2json refused the stream: {f.message}",
+                                 hint="check the wal2json version and [capture] tables") from None
+        table = failure.relation_at(self.dsn, f.lsn) if f.lsn else None
+        self.log.set_state(CAPTURE_STOPPED, {"kind": f.kind, "message": f.message, "lsn": f.lsn,
+                                             "table": table, "seen_at": time.time()})
+        raise CaptureStoppedError(
+            f"a change is too large for wal2json to decode ({f.message}); the slot cannot stream "
+            "past it", table=table or "unknown (pg_walinspect on the source names it)", lsn=f.lsn,
+            hint="exclude that table ([capture] exclude) and take a new T0; or, losing that "
+                 f"transaction knowingly, SELECT pg_replication_slot_advance('{self.slot}', <its "
+                 "commit LSN>) and pass --allow-incomplete to replay") from None
 
     def _reached(self, until: Lsn) -> bool:
         return not self._in_txn and self.progress.position is not None and self.progress.position >= until
@@ -315,7 +366,9 @@ class Capture:
                 self._await_ack()
             else:
                 self.log.sync()
-        except (psycopg2.Error, LogUnavailableError) as e:
+            self.router.check(self.progress.position, force=True)
+        except (psycopg2.Error, psycopg.Error, LogUnavailableError) as e:
             log.warning("final sync incomplete: %s", redact(str(e)))
         finally:
             self.close()
+            self.router.close()

@@ -12,6 +12,7 @@ import psycopg
 
 from pgcarry.capture import mask_plan
 from pgcarry.capture.catalog import Relation, relations
+from pgcarry.schemas import patterns
 from pgcarry.schemas.config import DEFAULT_LOG_PATH, DEFAULT_SLOT
 from pgcarry.schemas.dsn import safe_dsn
 
@@ -95,7 +96,7 @@ def render(dsn: str, rels: list[Relation], keys: dict[str, set[str]] | None = No
         f"slot = {_q(DEFAULT_SLOT)}",
         "",
         "[capture]",
-        f"tables = [{', '.join(_q(s + '.*') for s in schemas)}]",
+        f"tables = [{', '.join(_q(patterns.quote(s) + '.*') for s in schemas)}]",
         "exclude = []",
         f"# {len(ok)} tables would be captured:",
     ]
@@ -108,7 +109,7 @@ def render(dsn: str, rels: list[Relation], keys: dict[str, set[str]] | None = No
         out.append("# Fix each (ALTER TABLE ... REPLICA IDENTITY FULL, or add a primary key) or exclude it:")
         for r in bad:
             out.append(f"#   {r.qualified}: no primary key, REPLICA IDENTITY {r.info.replica_identity.upper()}")
-        out.append(f"# exclude = [{', '.join(_q(r.qualified) for r in bad)}]")
+        out.append(f"# exclude = [{', '.join(_q(patterns.exact(r.info.schema_name, r.info.name)) for r in bad)}]")
     out += [
         "# A table may opt out of REPLICA IDENTITY FULL (every column then counts as changed):",
         "# [capture.identity]",

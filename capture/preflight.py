@@ -15,6 +15,7 @@ from psycopg import sql
 
 from pgcarry.capture.catalog import Relation, relations
 from pgcarry.errors import PreflightError
+from pgcarry.schemas.change import NUMBERS_AS_TEXT
 from pgcarry.schemas.config import CaptureConfig
 
 
@@ -70,21 +71,67 @@ def _server_problems(conn: psycopg.Connection, slot: str) -> list[Problem]:
     return out
 
 
-def _plugin_problem(conn: psycopg.Connection) -> Problem | None:
-    """Loading wal2json is the only reliable test: a temporary slot, dropped at once."""
+def _plugin(conn: psycopg.Connection) -> tuple[Problem | None, bool]:
+    """Loading wal2json is the only reliable test (a temporary slot, dropped at once); decoding
+    with numeric-data-types-as-string tells whether it can send NaN/±Infinity (2.6+): an older
+    one rejects the unknown option. Returns (a problem, numbers as text supported)."""
     probe = f"pgcarry_probe_{secrets.token_hex(4)}"
     try:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json', true)", (probe,))
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (probe,))
     except psycopg.Error as e:
         text = (e.diag.message_primary or str(e)).strip()
         if "wal2json" in text or "could not access file" in text:
             return Problem(
                 f"the wal2json output plugin is not installed ({text})",
                 "install it on the database server (Debian: apt-get install postgresql-15-wal2json)",
-            )
-        return Problem(f"cannot create a logical replication slot: {text}", "see the server log")
-    return None
+            ), False
+        return Problem(f"cannot create a logical replication slot: {text}", "see the server log"), False
+    try:
+        conn.execute("SELECT count(*) FROM pg_logical_slot_peek_changes(%s, NULL, 1, "
+                     "'format-version', '2', %s, '1')", (probe, NUMBERS_AS_TEXT))
+        as_text = True
+    except psycopg.Error:
+        as_text = False  # the error also ended the temporary slot
+    conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                 "WHERE slot_name = %s", (probe,))
+    return None, as_text
+
+
+def _special_numbers(rels: list[Relation]) -> Problem | None:
+    """Without numbers as text, NaN/±Infinity in a nullable real/double/numeric column would
+    arrive as a NULL nobody can tell from a real one (a NOT NULL column: replay refuses it)."""
+    cols = [f"{r.qualified}.{c.name}" for r in rels for c in r.info.columns
+            if c.type.startswith(("real", "double precision", "numeric")) and not c.not_null
+            and not c.generated]
+    if not cols:
+        return None
+    more = f" (and {len(cols) - 3} more)" if len(cols) > 3 else ""
+    return Problem(
+        f"this wal2json (before 2.6) sends NaN and ±Infinity as null: in {', '.join(cols[:3])}{more} "
+        "they would silently become NULL",
+        "install wal2json 2.6 or later on the server (it sends them as text), or accept the loss "
+        "with [capture] accept-nan-as-null = true")
+
+
+def _not_capturable(rel: Relation) -> list[tuple[str, str]]:
+    """(relation, why) for what lacks a key for UPDATE/DELETE: the table, or each leaf of it."""
+    if rel.partitions:
+        return [(p.qualified, f"{p.qualified} (partition of {rel.qualified}) has no primary key "
+                 f"and REPLICA IDENTITY {p.replica_identity.upper()}")
+                for p in rel.leaves if not p.capturable]
+    if rel.capturable:
+        return []
+    return [(rel.qualified, f"{rel.qualified} has no primary key and REPLICA IDENTITY "
+             f"{rel.info.replica_identity.upper()}")]
+
+
+def _identity_targets(rel: Relation) -> list[tuple[str, str]]:
+    """The relations `ALTER TABLE ... REPLICA IDENTITY FULL` must touch: a partitioned table's own
+    setting governs none of its partitions, so every leaf not yet FULL (and the table itself)."""
+    own = (rel.info.schema_name, rel.info.name)
+    if not rel.partitions:
+        return [own]
+    return [own] + [(p.schema, p.name) for p in rel.leaves if p.replica_identity != "full"]
 
 
 def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = False
@@ -99,16 +146,15 @@ def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = Fal
         ))
     for rel in rels:
         name = rel.qualified
-        ident = rel.info.replica_identity
-        if not rel.capturable and fix and capture.identity.get(name) != "default":
+        opted_out = capture.identity.get(name) == "default"
+        missing = _not_capturable(rel)
+        if missing and fix and not opted_out:
             need_full.append(rel)
-        elif not rel.capturable:
-            out.append(Problem(
-                f"{name} has no primary key and REPLICA IDENTITY {ident.upper()}: "
-                "its UPDATEs and DELETEs would vanish from the stream",
-                f"ALTER TABLE {name} REPLICA IDENTITY FULL (or add a primary key)",
-            ))
-        elif ident != "full" and capture.identity.get(name) != "default":
+        elif missing:
+            out += [Problem(f"{why}: its UPDATEs and DELETEs would vanish from the stream",
+                            f"ALTER TABLE {r} REPLICA IDENTITY FULL (or add a primary key)")
+                    for r, why in missing]
+        elif rel.info.replica_identity != "full" and not opted_out:
             need_full.append(rel)
     return out, need_full
 
@@ -116,20 +162,25 @@ def table_problems(rels: list[Relation], capture: CaptureConfig, fix: bool = Fal
 def check(
     conn: psycopg.Connection, slot: str, capture: CaptureConfig, *, set_replica_identity: bool = False,
     more: Callable[[list[Relation]], list[Problem]] | None = None,
-) -> list[Relation]:
+) -> tuple[list[Relation], bool]:
     """Run every check (and `more` on the captured relations: the masking rules); on success
-    return the captured relations, else raise PreflightError."""
+    return the captured relations and whether wal2json sends numbers as text, else raise
+    PreflightError."""
     problems = _server_problems(conn, slot)
     rels = relations(conn, capture)
     table_refusals, need_full = table_problems(rels, capture, set_replica_identity)
     problems += table_refusals
     if more is not None:
         problems += more(rels)
+    numbers_as_text = False
     if not problems:
-        plugin = _plugin_problem(conn)
+        plugin, numbers_as_text = _plugin(conn)
         problems += [plugin] if plugin else []
+        special = None if plugin or numbers_as_text or capture.accept_nan_as_null else _special_numbers(rels)
+        problems += [special] if special else []
     if need_full and not set_replica_identity:
-        names = ", ".join(r.qualified for r in need_full)
+        names = ", ".join(f"{s}.{n}" for r in need_full
+                          for s, n in _identity_targets(r)[1 if r.partitions else 0:])
         problems.append(Problem(
             f"without REPLICA IDENTITY FULL replay cannot merge column by column or apply delta "
             f"columns for: {names}",
@@ -142,10 +193,10 @@ def check(
             hint="nothing was created",
         )
     for rel in need_full:
-        conn.execute(
-            sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(
-                sql.Identifier(rel.info.schema_name), sql.Identifier(rel.info.name)
-            )
-        )
+        for schema, name in _identity_targets(rel):
+            conn.execute(sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(
+                sql.Identifier(schema), sql.Identifier(name)))
+        for p in rel.leaves:
+            p.replica_identity = "full"
         rel.info.replica_identity = "full"
-    return rels
+    return rels, numbers_as_text

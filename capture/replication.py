@@ -12,6 +12,7 @@ import psycopg2.extras
 from psycopg2 import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgcarry.schemas.change import NUMBERS_AS_TEXT  # numbers as JSON text: NaN/±Infinity survive
 from pgcarry.schemas.session import startup_options
 
 # Value text must not depend on the server's or the client's defaults.
@@ -29,16 +30,25 @@ WAL2JSON_OPTIONS = {
 
 
 def _escape(name: str) -> str:
-    # wal2json splits add-tables on ',' and '.', with '\' as its escape; '*' is its wildcard.
-    return "".join("\\" + ch if ch in ",.*\\ " else ch for ch in name)
+    """`name` for wal2json's add-tables, matching exactly it. wal2json (string_to_SelectTable,
+    parse_table_identifier) splits the list on ',' and whitespace and a name on '.', takes a
+    leading '*' as a wildcard, and drops a backslash before any byte, keeping that byte; so every
+    ASCII character but letters, digits and '_' is escaped (non-ASCII bytes never separate)."""
+    return "".join(ch if ch.isalnum() or ch == "_" or ord(ch) > 127 else "\\" + ch for ch in name)
 
 
-def add_tables(relations: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f"{_escape(s)}.{_escape(t)}" for s, t in relations)
+def add_tables(relations: Iterable[tuple[str, str]], schemas: Iterable[str] = ()) -> str:
+    """Exact names, then `schema.*` for each schema of `schemas` (where partitioned tables keep
+    partitions: wal2json names a change by its partition, and one attached later is not listed)."""
+    wild = sorted(set(schemas))
+    exact = [f"{_escape(s)}.{_escape(t)}" for s, t in relations if s not in wild]
+    return ",".join(exact + [f"{_escape(s)}.*" for s in wild])
 
 
-def plugin_options(relations: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {**WAL2JSON_OPTIONS, "add-tables": add_tables(relations)}
+def plugin_options(relations: Iterable[tuple[str, str]], schemas: Iterable[str] = (),
+                   numbers_as_text: bool = False) -> dict[str, str]:
+    extra = {NUMBERS_AS_TEXT: "1"} if numbers_as_text else {}
+    return {**WAL2JSON_OPTIONS, **extra, "add-tables": add_tables(relations, schemas)}
 
 
 def start_command(slot: str, options: dict[str, str]) -> sql.Composed:

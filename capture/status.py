@@ -9,6 +9,7 @@ import psycopg
 
 from pgcarry.capture import forecast as fc
 from pgcarry.changelog import ChangeLog
+from pgcarry.changelog.integrity import CAPTURE_STOPPED, LEARNED_PARTITIONS, unsafe_lines
 from pgcarry.schemas.config import DEFAULT_SLOT_WARNING_HOURS
 from pgcarry.schemas.lsn import Lsn
 from pgcarry.errors import LogError
@@ -117,6 +118,14 @@ def status(changelog: ChangeLog, dsn: str | None, slot: str,
         out["warnings"].append(
             f"LOG INCOMPLETE: slot {recorded['slot']} was lost ({recorded['reason']}); the log ends at "
             f"{recorded.get('last_lsn') or 'its last position'} -- replay and cutover refuse; take a new T0")
+    stopped = out["capture_stopped"] = changelog.get_state(CAPTURE_STOPPED)
+    if stopped:
+        out["warnings"].append(
+            f"CAPTURE STOPPED at LSN {stopped['lsn']} ({stopped.get('table') or 'table unknown'}): "
+            f"{stopped['message']} -- the slot cannot stream past this change; replay and cutover refuse")
+    out["unsafe"] = unsafe_lines(changelog)
+    out["warnings"] += [f"NOT REPLAYABLE EXACTLY: {line} -- replay refuses this table" for line in out["unsafe"]]
+    out["partitions_learned"] = changelog.get_state(LEARNED_PARTITIONS) or {}
     for lsn, seen, n in summary.holes:
         out["warnings"].append(f"INCOMPLETE COPY: the transaction committed at {lsn} has {seen} of its {n} "
                                "changes in the log; it is not read until capture re-sends it whole")

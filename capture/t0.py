@@ -66,8 +66,9 @@ def start(
     slot exists, what the source's max_slot_wal_keep_size means for the capture."""
     slot, dsn = cfg.source.slot, cfg.source.dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rels = preflight.check(conn, slot, cfg.capture, set_replica_identity=set_replica_identity,
-                               more=lambda rels: mask_plan.check(conn, cfg.mask, rels, cfg.salt))
+        rels, as_text = preflight.check(
+            conn, slot, cfg.capture, set_replica_identity=set_replica_identity,
+            more=lambda rels: mask_plan.check(conn, cfg.mask, rels, cfg.salt))
         warning = forecast.start_warning(conn)
         if warning:
             warn(warning)
@@ -80,16 +81,19 @@ def start(
                 "the change log already holds a manifest (a capture was started before)",
                 hint="use that capture, or `pgcarry drop --yes` and remove the log to start over",
             )
-        return _t0(cfg, changelog, rels, sysid, dbname, copy_to, jobs, hold, progress)
+        return _t0(cfg, changelog, rels, as_text, sysid, dbname, copy_to, jobs, hold, progress)
 
 
 def _t0(
-    cfg: Config, changelog: ChangeLog, rels: list[Relation], sysid: str, dbname: str,
+    cfg: Config, changelog: ChangeLog, rels: list[Relation], as_text: bool, sysid: str, dbname: str,
     copy_to: str | None, jobs: int, hold: Callable[[str], None] | None,
     progress: prog.Progress,
 ) -> Manifest:
     slot, dsn = cfg.source.slot, cfg.source.dsn
-    options = replication.plugin_options((r.info.schema_name, r.info.name) for r in rels)
+    # every schema holding a partitioned table or a partition of one: streamed whole, copied whole
+    wild = {s for r in rels if r.info.partitioned for s in [r.info.schema_name] + [p.schema for p in r.partitions]}
+    options = replication.plugin_options(((r.info.schema_name, r.info.name) for r in rels), wild,
+                                         numbers_as_text=as_text)
     repl = replication.connect(dsn)
     try:
         consistent_point, snapshot = _create_slot(repl, slot)
@@ -99,7 +103,7 @@ def _t0(
             if copy_to:
                 progress.note(f"copying {len(rels)} tables to {safe_dsn(copy_to)} with {jobs} jobs")
                 copy_mod.copy(
-                    dsn, copy_to, snapshot, {r.info.schema_name for r in rels}, jobs,
+                    dsn, copy_to, snapshot, {r.info.schema_name for r in rels} | wild, jobs,
                     lambda: progress.note(f"masked {copy_mod.mask(copy_to, infos, cfg.salt)} columns"),
                     progress)
             elif hold is not None:

@@ -16,6 +16,9 @@ from pgcarry.schemas.manifest import Manifest
 
 SLOT_LOST = "slot_lost"
 SLOT_DROPPED = "slot_dropped"
+LEARNED_PARTITIONS = "partitions_learned"  # partitions capture met after T0 (capture/routing.py)
+CAPTURE_STOPPED = "capture_stopped"  # a change the stream cannot carry (capture/failure.py)
+UNSAFE = "unsafe"  # relation -> kind -> {lsn, detail}: what the log cannot replay exactly
 NEW_T0 = ("take a new T0 (`pgcarry drop --yes`, a new log path, `pgcarry start`), or pass "
           "--allow-incomplete to replay what the log holds (changes after its last position are missing)")
 
@@ -43,6 +46,40 @@ def note_slot(log: ChangeLog, dsn: str, slot: str) -> dict[str, Any] | None:
         except LogError:
             pass  # opened read-only (Kafka): the source still says so next time
     return dict(lost)
+
+
+def note_unsafe(log: ChangeLog, relation: str, kind: str, lsn: Any, detail: str) -> bool:
+    """Record (durably, once per relation and kind: the first LSN) that the captured changes of
+    `relation` cannot be replayed exactly. True when newly recorded."""
+    unsafe = log.get_state(UNSAFE) or {}
+    if kind in unsafe.get(relation, {}):
+        return False
+    unsafe.setdefault(relation, {})[kind] = {"lsn": str(lsn) if lsn else None, "detail": detail}
+    log.set_state(UNSAFE, unsafe)
+    return True
+
+
+def unsafe_lines(log: ChangeLog) -> list[str]:
+    """One line per recorded problem: relation, first LSN and what happened."""
+    return [f"{rel}: {p['detail']} (first at LSN {p['lsn'] or '?'})"
+            for rel, kinds in sorted((log.get_state(UNSAFE) or {}).items()) for p in kinds.values()]
+
+
+def refuse_unsafe(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False) -> None:
+    """Refuse a replay that would silently write a different result for a recorded relation
+    (one not set `ignore = true` in [replay.tables])."""
+    if allow_incomplete:
+        return
+    for rel, kinds in sorted((log.get_state(UNSAFE) or {}).items()):
+        if cfg.replay.table(rel).ignore:
+            continue
+        kind, p = next(iter(kinds.items()))
+        fix = {"identity": f"ALTER TABLE {rel} REPLICA IDENTITY FULL on production and take a new T0"}.get(
+            kind, "take a new T0")
+        raise LogIncompleteError(
+            f"the change log cannot replay {rel} exactly: {p['detail']}", table=rel,
+            lsn=p["lsn"], hint=f"{fix}; or set `ignore = true` in [replay.tables.\"{rel}\"] to "
+            "replay the other tables (or --allow-incomplete to replay what the log holds)")
 
 
 def _same_source(manifest: Manifest, dsn: str) -> None:
@@ -83,4 +120,10 @@ def check(cfg: Config, log: ChangeLog, *, allow_incomplete: bool = False, source
             f"the change log is incomplete: replication slot {lost['slot']!r} was lost "
             f"({lost['reason']}); changes after {lost.get('last_lsn') or 'its last position'} "
             "were never captured", hint=NEW_T0)
+    stopped = log.get_state(CAPTURE_STOPPED)
+    if stopped and not allow_incomplete:
+        raise LogIncompleteError(
+            f"the change log is incomplete: capture stopped at LSN {stopped['lsn']} ({stopped['message']})",
+            table=stopped.get("table"), hint=NEW_T0)
+    refuse_unsafe(cfg, log, allow_incomplete=allow_incomplete)
     return manifest

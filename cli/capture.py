@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             from pgcarry.capture.metrics import Metrics
 
             metrics = Metrics(cfg.capture.metrics_port)
-        cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest.plugin_options, metrics,
+        cap = Capture(cfg.source.dsn, cfg.source.slot, changelog, manifest, metrics,
                       for_output(args.json))
         if metrics:
             threading.Thread(target=_poll_slot, daemon=True, args=(

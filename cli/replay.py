@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no target database", hint="pass --to DSN")
     with log_for(cfg, readonly=True) as log:
         integrity.check(cfg, log, allow_incomplete=args.allow_incomplete)
-        rep = replay(cfg, log, to, dry_run=args.dry_run, progress=for_output(args.json),
-                     production=sequences.from_source(cfg.source.dsn, to))
+        rep = replay(cfg, log, to, dry_run=args.dry_run, allow_incomplete=args.allow_incomplete,
+                     progress=for_output(args.json), production=sequences.from_source(cfg.source.dsn, to))
     if args.json:
         print_json(rep.as_dict())
     else:

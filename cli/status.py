@@ -10,6 +10,7 @@ from pgcarry.cli.common import add_common, load_config, log_for, print_json, pri
 
 NAME = "status"
 EXIT_SLOT_AT_RISK = 6  # the slot's estimated time to invalidation is below the warning threshold
+EXIT_NOT_REPLAYABLE = 7  # capture stopped at a change, or a table the log cannot replay exactly
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -76,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"slot safety   {_forecast_line(s['forecast'])}")
         elif s:
             print(f"slot          {s['name']}: does not exist")
+        for leaf in out["partitions_learned"].values():
+            print(f"partition     {leaf['schema']}.{leaf['name']} of {'.'.join(leaf['root'])}: captured "
+                  f"since {leaf['first_lsn']} (not there at T0)")
     for w in out["warnings"]:
         warn(w)
-    return 3 if lost or out["damaged"] else EXIT_SLOT_AT_RISK if at_risk else 0
+    if lost or out["damaged"]:
+        return 3
+    return EXIT_NOT_REPLAYABLE if out["unsafe"] or out["capture_stopped"] else EXIT_SLOT_AT_RISK if at_risk else 0

@@ -99,7 +99,7 @@ class Cutover:
             self.state["fence_lsn"] = str(slot_position(self.cfg.source.dsn, self.cfg.source.slot)[1])
             self._save()
         until = Lsn.parse(self.state["fence_lsn"])
-        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest.plugin_options,
+        cap = Capture(self.cfg.source.dsn, self.cfg.source.slot, self.log, self.manifest,
                       progress=self.progress, wal_samples=False)  # inside the fence: nothing extra
         prog = cap.run(until=until, busy_timeout=DRAIN_BUSY_WAIT)
         # behind the fence, before the overwrite replaces them: production's sequence positions

@@ -57,6 +57,12 @@ class LogIncompleteError(LogError):
     """The log cannot be trusted to hold every change (for example the slot was invalidated)."""
 
 
+class CaptureStoppedError(PgcarryError):
+    """Capture cannot stream past a change (too large for wal2json): no retry can cure it."""
+
+    exit_code = 7
+
+
 class ReplayError(PgcarryError):
     """Replay stopped; the target transaction was rolled back and nothing changed."""
 

@@ -82,14 +82,14 @@ class TableFold:
 
     def key(self, parts: tuple[Any, ...]) -> Key:
         """`parts` as a key: numeric/float parts compare as numbers (1.5 and 1.50 are one key)
-        whether they arrive as Decimal (Change) or as their text (replay's reader)."""
+        whether they arrive as Decimal (Change) or as their text (replay's reader), NaN too."""
         flags = self._decimal_key
         if flags is None or len(flags) != len(self.pk):
             flags = self._decimal_key = [
                 (self.columns.get(c) or "").startswith(_DECIMAL_TYPES) for c in self.pk]
         if not any(flags):
             return parts
-        return tuple(Decimal(v) if f and isinstance(v, str) else v for v, f in zip(parts, flags))
+        return tuple(_number_key(v) if f else v for v, f in zip(parts, flags))
 
     def tally(self) -> Counter[str]:
         """Net row operations by op (INSERT/UPDATE/DELETE), and "noop": updates that change
@@ -132,6 +132,14 @@ class TableFold:
     @property
     def noop_updates(self) -> int:
         return self.tally()["noop"]
+
+
+def _number_key(v: Any) -> Any:
+    """A numeric/float key part that compares as PostgreSQL does: 1.5 == 1.50, and NaN equal to
+    NaN (a Decimal NaN equals nothing, so non-finite parts stay their text)."""
+    if isinstance(v, str):
+        v = Decimal(v)
+    return v if not isinstance(v, Decimal) or v.is_finite() else str(v)
 
 
 def _changed(base: dict[str, Any], new: dict[str, Any], pk: list[str]) -> set[str]:

@@ -13,7 +13,7 @@ from pgcarry.replay.catalog import ForeignKey, TargetTable
 from pgcarry.replay.fold import TableFold
 from pgcarry.replay.graph import Order, order_tables
 from pgcarry.replay.policy import DELTA, SOURCE_WINS, TARGET_WINS, Rules, rules_for
-from pgcarry.schemas.change import DELETE, INSERT, UPDATE
+from pgcarry.schemas.change import DELETE, INSERT, NUMBERS_AS_TEXT, UPDATE
 from pgcarry.schemas.config import ReplayConfig
 from pgcarry.schemas.lsn import Lsn
 from pgcarry.schemas.manifest import Manifest
@@ -89,6 +89,7 @@ class TablePlan:
     colmap: dict[str, str] = field(default_factory=dict)  # captured column -> target column
     full_identity: bool = True
     notes: list[str] = field(default_factory=list)
+    nan_as_null: bool = True  # captured without numbers as text: NaN/±Infinity arrived as null
 
     @property
     def relation(self) -> str:
@@ -242,6 +243,7 @@ def build(folds: dict[str, TableFold], targets: dict[str, TargetTable], fkeys: l
         if pol.ignore:
             continue
         tp = TablePlan(rel, fold, rules_for(cfg, rel), targets.get(pol.rename_to or rel))
+        tp.nan_as_null = manifest is None or NUMBERS_AS_TEXT not in manifest.plugin_options
         if tp.target is None:
             drift.append(Drift("missing-table", rel, None, f"no table {pol.rename_to or rel} in the target",
                                f'{_tcfg(rel)} rename-to = "schema.table"  # or ignore = true', True))

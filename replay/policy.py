@@ -10,6 +10,7 @@ compares the values' text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
@@ -58,6 +59,7 @@ def merge(policy: str, ours: Any, base: Any, new: Any) -> Any:
     if policy == DELTA:
         if base is None or ours is None or new is None:
             return new
+        ours, base, new = (Decimal(v) if isinstance(v, str) else v for v in (ours, base, new))
         return ours + (new - base)
     if policy == TARGET_WINS and is_conflict(ours, base, new):
         return ours

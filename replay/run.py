@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from pgcarry import progress as prog
+from pgcarry.changelog import integrity
 from pgcarry.changelog.base import ChangeLog
 from pgcarry.errors import ConflictError, ReplayError
 from pgcarry.replay import (apply, catalog, journal, keyless, reader, sequences, session, stage,
@@ -270,12 +271,13 @@ def _open(conn: psycopg.Connection, cfg: Config, dry_run: bool) -> None:
 
 
 def replay(cfg: Config, log: ChangeLog, to: str, *, mode: str | None = None, dry_run: bool = False,
-           progress: prog.Progress = prog.NULL, production: ProductionSource | None = None
-           ) -> Report:
+           progress: prog.Progress = prog.NULL, production: ProductionSource | None = None,
+           allow_incomplete: bool = False) -> Report:
     """Apply the captured changes past the journal's position to the target database `to`;
     `progress` sees the reading, staging and applying as tasks; `production` tells production's
     sequence positions (see replay/sequences.py)."""
     started = time.monotonic()
+    integrity.refuse_unsafe(cfg, log, allow_incomplete=allow_incomplete)
     mode = mode or cfg.replay.mode
     say = progress.note
     rep = Report("dry-run" if dry_run else "applied", mode, cfg.source.slot)

@@ -3,7 +3,8 @@
 A change keeps wal2json's JSON (format-version 2) exactly as received in ``raw``; the images are
 parsed from it on demand with numbers as ``int``/``Decimal``, never ``float``. Other values are
 PostgreSQL's text form (DateStyle=ISO, TimeZone=UTC), except bytea: wal2json sends its hex digits
-without the ``\\x`` prefix. numeric/float NaN and Infinity arrive as null.
+without the ``\\x`` prefix. With numeric-data-types-as-string (wal2json 2.6+) numbers arrive as
+text, NaN and ±Infinity included; without it (older logs) NaN and ±Infinity arrive as null.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import msgspec
 from pgcarry.schemas.lsn import Lsn
 
 INSERT, UPDATE, DELETE, TRUNCATE = "I", "U", "D", "T"
+NUMBERS_AS_TEXT = "numeric-data-types-as-string"  # the wal2json option (2.6+) a manifest may hold
 ACTION_NAMES = {INSERT: "insert", UPDATE: "update", DELETE: "delete", TRUNCATE: "truncate"}
 
 
@@ -31,8 +33,22 @@ def loads(text: str | bytes) -> Any:
     return _decode(text)
 
 
+_INTEGER_TYPES = frozenset(("smallint", "integer", "bigint", "oid"))
+_DECIMAL_TYPES = ("numeric", "real", "double precision")
+
+
+def number(value: Any, typ: str) -> Any:
+    """A value of a number column as int or Decimal, also from wal2json's text form (option
+    numeric-data-types-as-string, which alone carries NaN and ±Infinity: Decimal('NaN'), ...)."""
+    if not isinstance(value, str):
+        return value
+    if typ in _INTEGER_TYPES:
+        return int(value)
+    return Decimal(value) if typ.startswith(_DECIMAL_TYPES) else value
+
+
 def _image(items: list[dict[str, Any]] | None) -> dict[str, Any]:
-    return {c["name"]: c.get("value") for c in items or ()}
+    return {c["name"]: number(c.get("value"), c.get("type", "")) for c in items or ()}
 
 
 @dataclass(eq=True)

@@ -6,7 +6,6 @@ the environment variables a DSN or the salt names, and PGCARRY_MASK_SALT.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import tomllib
@@ -20,6 +19,7 @@ from pydantic import (
 )
 
 from pgcarry.errors import ConfigError
+from pgcarry.schemas import patterns
 from pgcarry.schemas.dsn import expand_env, redact
 
 DEFAULT_CONFIG = "pgcarry.toml"
@@ -86,13 +86,23 @@ class CaptureConfig(_Model):
     # per relation: "default" opts out of REPLICA IDENTITY FULL (every column counts as changed)
     identity: dict[str, Literal["full", "default"]] = Field(default_factory=dict)
     metrics_port: int | None = None
+    # wal2json before 2.6 sends NaN/±Infinity as null: capture anyway, knowingly (README, preflight)
+    accept_nan_as_null: bool = False
     slot_warning_hours: float = Field(default=DEFAULT_SLOT_WARNING_HOURS, ge=0)
 
-    def wants(self, relation: str) -> bool:
-        """True when "schema.table" matches a `tables` pattern and no `exclude` pattern."""
-        return any(fnmatch.fnmatchcase(relation, p) for p in self.tables) and not any(
-            fnmatch.fnmatchcase(relation, p) for p in self.exclude
-        )
+    @field_validator("tables", "exclude")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for p in v:
+            patterns.parse(p)  # a bad pattern is a one-line config error
+        return v
+
+    def wants(self, schema: str, table: str) -> bool:
+        """True when the relation matches a `tables` pattern and no `exclude` pattern
+        (schemas/patterns.py: globs, or double-quoted exact names)."""
+        def hit(pats: list[str]) -> bool:
+            return any(patterns.parse(p).matches(schema, table) for p in pats)
+        return hit(self.tables) and not hit(self.exclude)
 
 
 def survives_one_broker_loss(replication: int, min_insync: int) -> bool:

@@ -45,6 +45,10 @@ class TableInfo(BaseModel):
     columns: list[Column]
     foreign_keys: list[ForeignKey] = Field(default_factory=list)
     masked_columns: list[str] = Field(default_factory=list)
+    # a partitioned table: every partition below it at T0, [schema, name] (leaves and others);
+    # their changes are captured, counted and replayed under this relation
+    partitioned: bool = False
+    partitions: list[list[str]] = Field(default_factory=list)
     masks: list[MaskRecord] = Field(default_factory=list)
     mask_key: list[str] = Field(default_factory=list)  # what a masked row is matched on ([]: all of it)
     triggers: list[str] | None = None  # production's own triggers (None: a log from before they

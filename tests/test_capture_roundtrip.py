@@ -6,7 +6,7 @@ import psycopg
 
 from pgcarry.capture.replication import SESSION_OPTIONS
 from pgcarry.changelog.sqlite import SQLiteLog
-from tests.helpers import cli, cli_json, execute, logged_changes, query, write_config
+from tests.helpers import NAN_AS_NULL, cli, cli_json, execute, logged_changes, query, write_config
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -40,7 +40,7 @@ def _wal2json_rows(dsn: str, slot: str, options: dict[str, str]) -> list[str]:
 
 def test_types_and_operations_round_trip(source_dsn, workdir):
     execute(source_dsn, SCHEMA)
-    write_config(workdir, source_dsn)
+    write_config(workdir, source_dsn, capture=NAN_AS_NULL)
     cli(workdir, "start", "--set-replica-identity")
     execute(source_dsn, "SELECT pg_create_logical_replication_slot('twin', 'wal2json')")
     execute(
@@ -86,7 +86,7 @@ def test_types_and_operations_round_trip(source_dsn, workdir):
 
 def test_unchanged_toast_column_is_absent_not_null(source_dsn, workdir):
     execute(source_dsn, SCHEMA)
-    write_config(workdir, source_dsn, tables=["public.docs"])
+    write_config(workdir, source_dsn, tables=["public.docs"], capture=NAN_AS_NULL)
     cli(workdir, "start", "--set-replica-identity")
     # random text does not compress, so it is stored out of line (TOASTed)
     execute(source_dsn, "INSERT INTO docs SELECT 1, 'v1', string_agg(md5(g::text), '') "
@@ -102,7 +102,7 @@ def test_unchanged_toast_column_is_absent_not_null(source_dsn, workdir):
 
 def test_until_lsn_and_counts_per_table(source_dsn, workdir):
     execute(source_dsn, SCHEMA)
-    write_config(workdir, source_dsn)
+    write_config(workdir, source_dsn, capture=NAN_AS_NULL)
     cli(workdir, "start", "--set-replica-identity")
     execute(source_dsn, "INSERT INTO docs VALUES (1, 'a', 'x')", "INSERT INTO docs VALUES (2, 'b', 'y')")
     (mid,) = query(source_dsn, "SELECT pg_current_wal_lsn()::text")[0]

@@ -15,7 +15,7 @@ def test_defaults_and_env_expansion(monkeypatch):
     assert cfg.source.slot == "pgcarry"
     assert cfg.log.path == Path("/etc/pgcarry/pgcarry-log.db")
     assert cfg.replay.insert_exists == "fail" and cfg.replay.delete_missing == "skip"
-    assert cfg.capture.wants("public.orders") and not cfg.capture.wants("audit.x")
+    assert cfg.capture.wants("public", "orders") and not cfg.capture.wants("audit", "x")
 
 
 def test_each_problem_is_one_line():

@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from tests.helpers import cli, cli_json, execute, query, spawn, wait_peak_rss_mb, write_config
+from tests.helpers import NAN_AS_NULL, cli, cli_json, execute, query, spawn, wait_peak_rss_mb, write_config
 
 
 @pytest.mark.slow  # about 110 s; still part of `make test`
 def test_million_row_transaction_captured_in_bounded_memory_and_replayed(source_dsn, target_dsn, workdir):
     execute(source_dsn, "CREATE TABLE big (id integer PRIMARY KEY, v text, n numeric)",
             "INSERT INTO big VALUES (0, 'before', 0)")
-    write_config(workdir, source_dsn)
+    write_config(workdir, source_dsn, capture=NAN_AS_NULL)
     cli(workdir, "start", "--copy-to", target_dsn, "--set-replica-identity")
     execute(source_dsn, "INSERT INTO big SELECT g, md5(g::text), g / 7.0 FROM generate_series(1, 1000000) g")
     t0 = time.monotonic()

@@ -18,7 +18,7 @@ from pgcarry.changelog.kafka_index import COMMIT, header
 from pgcarry.changelog.kafka_io import KafkaIO
 from pgcarry.cli.common import load_config
 from pgcarry.schemas.lsn import Lsn
-from tests.helpers import cli, cli_json, execute, query, spawn, wait_running, write_config
+from tests.helpers import NAN_AS_NULL, cli, cli_json, execute, query, spawn, wait_running, write_config
 from tests.kafka_fixture import kafka_broker, private_kafka, use_kafka  # noqa: F401
 from tests.test_capture_roundtrip import EVERYTHING_ROW, SCHEMA
 
@@ -57,7 +57,7 @@ def marker_copies(workdir: Path) -> dict[int, int]:
 
 def test_capture_round_trip_into_kafka(kafka_broker, source_dsn, workdir):
     execute(source_dsn, SCHEMA)
-    use_kafka(write_config(workdir, source_dsn), kafka_broker.bootstrap)
+    use_kafka(write_config(workdir, source_dsn, capture=NAN_AS_NULL), kafka_broker.bootstrap)
     cli(workdir, "start", "--set-replica-identity")
     execute(
         source_dsn,
